@@ -1,0 +1,50 @@
+# planet-torch: `make demo` and `make test` set everything up themselves, in .venv, with the pins of
+# constraints.txt, through the venv's own `python -m pip` -- never into another Python.
+SHELL := /bin/bash
+VENV  := .venv
+VPY   := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# The interpreter the venv is made from: python3.11 if present, else python3 if it is 3.11.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+
+.PHONY: setup demo test lint typecheck unit bench lock clean
+
+setup: $(STAMP)
+
+# Re-runs only when pyproject.toml or constraints.txt changed (or the venv is missing/broken).
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || \
+	  { echo "planet-torch needs Python 3.11; found $(PYTHON) = $$($(PYTHON) --version 2>&1). Install python3.11 or run: make PYTHON=/path/to/python3.11 $(MAKECMDGOALS)"; exit 1; }
+	@if [ -x $(VPY) ] && ! $(VPY) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; then \
+	  echo "removing $(VENV): it was made from another Python"; rm -rf $(VENV); fi
+	@[ -x $(VPY) ] || { echo "creating $(VENV) from $(PYTHON)"; $(PYTHON) -m venv $(VENV); }
+	$(VPY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@$(VPY) -m pip check >/dev/null || { $(VPY) -m pip check; exit 1; }
+	@touch $(STAMP)
+	@echo "environment ready: $(VPY) ($$($(VPY) --version))"
+
+demo: $(STAMP)
+	$(VENV)/bin/planet collect --task cartpole-balance --preset cpu --run-dir runs/demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy src/planet_torch
+
+unit: $(STAMP)
+	$(VPY) -m pytest -q
+
+test: lint typecheck unit
+
+bench: $(STAMP)
+	$(VPY) benchmarks/run_all.py
+
+# Re-pin every package to what is installed now (after changing dependencies in pyproject.toml).
+lock: $(STAMP)
+	@{ sed -n '1,3p' constraints.txt; $(VPY) -m pip freeze --exclude-editable | sed 's/+cpu$$//'; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt && echo "constraints.txt updated"
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

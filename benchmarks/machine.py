@@ -1,0 +1,78 @@
+"""What machine a benchmark ran on, and its fp32 matmul ceiling, so numbers can be compared.
+
+Used by the scripts beside it (``from machine import machine_info, matmul_ceiling_gflops``); run
+on its own it prints both as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+_SPEED_FLAGS = ("avx", "fma", "f16c", "amx")
+"""Prefixes of /proc/cpuinfo flags that decide how fast numpy, torch and llvmpipe can run."""
+
+
+def _cpuinfo() -> dict[str, str]:
+    path = Path("/proc/cpuinfo")
+    if not path.exists():
+        return {}
+    fields: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, speed-relevant CPU flags, core and thread counts, library versions."""
+    cpu = _cpuinfo()
+    flags = sorted(f for f in cpu.get("flags", "").split() if f.startswith(_SPEED_FLAGS))
+    return {
+        "cpu_model": cpu.get("model name") or platform.processor() or platform.machine(),
+        "cpu_flags": flags,
+        "logical_cpus": os.cpu_count(),
+        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def matmul_ceiling_gflops(
+    size: int = 2048, seconds: float = 1.0, threads: int | None = None
+) -> float:
+    """Best fp32 GFLOP/s of ``size``×``size`` torch.matmul on ``threads`` (default: all CPUs).
+
+    The best of several timed batches over about ``seconds``: a ceiling, not an average, so that
+    other benchmarks can state what fraction of the machine they use.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        a = torch.randn(size, size, generator=generator)
+        b = torch.randn(size, size, generator=generator)
+        out = torch.empty(size, size)
+        torch.matmul(a, b, out=out)  # warm-up: thread pool, page faults
+        flops = 2.0 * size**3
+        best, deadline = 0.0, time.perf_counter() + seconds
+        while True:
+            start = time.perf_counter()
+            torch.matmul(a, b, out=out)
+            best = max(best, flops / (time.perf_counter() - start) / 1e9)
+            if time.perf_counter() > deadline:
+                return best
+    finally:
+        torch.set_num_threads(previous)
+
+
+if __name__ == "__main__":
+    print(json.dumps({**machine_info(), "matmul_fp32_gflops": matmul_ceiling_gflops()}, indent=2))

@@ -1,0 +1,154 @@
+"""``planet``: the command line, built by tyro from the config dataclasses.
+
+Every config field is a flag (``--model.belief-size 100``); ``--preset`` picks the defaults those
+flags start from. User mistakes print one line starting with ``planet: error:`` and exit 2;
+tracebacks are reserved for bugs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Union
+
+import tyro
+
+from planet_torch.config import Config, PresetName, preset
+from planet_torch.errors import UserError
+
+# ---------------------------------------------------------------------------------------------
+# Commands: each is a frozen dataclass whose fields are its flags, with a run() that does the work.
+# ---------------------------------------------------------------------------------------------
+
+ConfigArg = Annotated[Config, tyro.conf.arg(name="")]  # config fields without a "config." prefix
+
+
+def default_run_dir(cfg: Config, preset_name: str) -> Path:
+    return Path("runs") / f"{cfg.task}-{preset_name}-seed{cfg.seed}"
+
+
+@dataclass(frozen=True)
+class Collect:
+    """Collect random-policy episodes into a run folder (PlaNet's seed episodes) and show one."""
+
+    config: ConfigArg = field(default_factory=Config)
+    preset: PresetName = "cpu"
+    """Defaults the config starts from: paper (the original's values), cpu, debug."""
+    run_dir: Path | None = None
+    """Run folder; default runs/<task>-<preset>-seed<seed>."""
+    episodes: int | None = None
+    """Random episodes in train_episodes/; default schedule.seed-episodes."""
+    test_episodes: int | None = None
+    """Random episodes in test_episodes/; default schedule.test-seed-episodes."""
+    video: bool = True
+    """Also write videos/random_episode.mp4 of the first train episode."""
+
+    def run(self) -> int:
+        from planet_torch.replay import EpisodeDir
+        from planet_torch.training.collect import collect_random
+        from planet_torch.training.run_dir import RunDir
+        from planet_torch.training.video import write_video
+
+        cfg = self.config.validate()
+        run = RunDir(self.run_dir or default_run_dir(cfg, self.preset)).prepare(cfg)
+        n_train = cfg.schedule.seed_episodes if self.episodes is None else self.episodes
+        n_test = (
+            cfg.schedule.test_seed_episodes if self.test_episodes is None else self.test_episodes
+        )
+        for split, count in (("train", n_train), ("test", n_test)):
+            for item in collect_random(cfg, run, split, count):
+                print(
+                    f"{split:5s} episode {item.path.name}: return {item.episode_return:8.2f}, "
+                    f"{item.policy_steps} policy steps = {item.policy_steps * cfg.action_repeat} env steps"
+                )
+        train = EpisodeDir(run.train_episodes)
+        print(
+            f"train_episodes/: {len(train)} episodes, test_episodes/: {len(EpisodeDir(run.test_episodes))}"
+        )
+        if self.video and len(train):
+            first = next(iter(train))
+            path = write_video(run.videos / "random_episode.mp4", first.image)
+            print(f"video of a random episode: {path}")
+        print(f"run folder: {run.path.resolve()}")
+        return 0
+
+
+@dataclass(frozen=True)
+class Doctor:
+    """Check that this machine can run planet-torch headless; print a fix for every failed check."""
+
+    run_dir: Path = Path(".")
+    """Where runs will be written (its free disk space is checked)."""
+    render_frames: int = 200
+    """Frames rendered to measure the MuJoCo render speed."""
+
+    def run(self) -> int:
+        from planet_torch.doctor import run_checks
+
+        return run_checks(self.run_dir, self.render_frames)
+
+
+def _commands(cfg: Config, preset_name: str) -> Any:
+    """The tyro union of subcommands, with config defaults taken from the chosen preset."""
+    sub = tyro.conf.subcommand
+    return Union[  # noqa: UP007 -- tyro needs a runtime Union of Annotated types
+        Annotated[Collect, sub("collect", default=Collect(config=cfg, preset=preset_name))],  # type: ignore[valid-type]
+        Annotated[Doctor, sub("doctor", default=Doctor())],
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _PresetPeek:
+    preset: PresetName = "cpu"
+
+
+def _one_line(message: str) -> str:
+    """tyro's boxed, multi-line error, condensed to the one sentence a user needs."""
+    text = re.sub(r"[╭╮╰╯│─]+", " ", message)
+    text = re.split(r"Argument helptext:|For full helptext|usage:", text)[0]
+    text = " ".join(text.split())
+    return text.strip() or "invalid arguments"
+
+
+def _tyro(kind: Any, args: Sequence[str], **kwargs: Any) -> Any:
+    """tyro.cli, with its argument errors turned into a one-line UserError."""
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return tyro.cli(kind, args=args, prog="planet", **kwargs)
+    except SystemExit as exit_:
+        if exit_.code in (0, None):
+            raise
+        raise UserError(f"{_one_line(captured.getvalue())} (see planet --help)") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        peek, _ = _tyro(_PresetPeek, args, return_unknown_args=True, add_help=False)
+        command = _tyro(
+            _commands(preset(peek.preset), peek.preset),
+            args,
+            description="PlaNet in plain PyTorch: train, plan, evaluate, explain. Headless.",
+        )
+        return int(command.run() or 0)
+    except UserError as error:
+        print(f"planet: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("planet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,420 @@
+"""Every knob of planet-torch in one frozen dataclass tree, with three presets.
+
+Units are part of the names, because PlaNet ports keep confusing them:
+
+* ``env_steps``   -- simulator steps, *before* action repeat (dm_control episodes are 1000).
+* ``policy_steps`` -- decisions of the agent; one policy step = ``action_repeat`` env steps.
+* ``updates``     -- gradient updates (one batch of ``batch_size`` chunks each).
+* ``sequences``   -- training chunks; the original's trainer counts these: its
+  ``train_steps = 50000`` is 50 000 sequences = 1000 updates of batch 50, not 50 000 updates.
+
+Presets: ``paper`` follows google-research/planet at HEAD (see ../shared/ORIGINAL_PLANET.md for the
+source of every value), ``cpu`` is small enough to learn on a 2-core machine, ``debug`` is tiny and
+exists for tests. Config objects are immutable: derive a variant with ``dataclasses.replace`` or
+:func:`override`, never mutate one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from planet_torch.errors import UserError
+
+# ---------------------------------------------------------------------------------------------
+# Task table
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: where it comes from and the paper's action repeat."""
+
+    name: str
+    """Name used on the command line, e.g. ``cartpole-swingup``."""
+    suite: Literal["dmc", "gym", "test"]
+    """``dmc`` = dm_control suite, ``gym`` = gymnasium, ``test`` = the built-in test environment."""
+    env_id: str
+    """dm_control ``domain/task`` or gymnasium id."""
+    action_repeat: int
+    """Env steps per policy step in the paper / original code (scripts/tasks.py)."""
+    episode_env_steps: int = 1000
+    """Episode length in env steps; the episode has ``episode_env_steps // action_repeat`` decisions."""
+    paper_score: float | None = None
+    """PlaNet's final return in the paper's Table 1 (None where the task is not in it)."""
+    true_sim_score: float | None = None
+    """'CEM + true simulator' in the paper's Table 1."""
+    state_components: tuple[str, ...] = ()
+    """dm_control observation keys that make up the flat state vector (model-free baselines and
+    state-diagnostic heads); empty = all keys in the order the environment gives them."""
+
+
+_TASK_LIST: tuple[TaskSpec, ...] = (
+    TaskSpec("cartpole-balance", "dmc", "cartpole/balance", 8),
+    TaskSpec("cartpole-swingup", "dmc", "cartpole/swingup", 8, 1000, 821.0, 850.0),
+    TaskSpec("finger-spin", "dmc", "finger/spin", 2, 1000, 700.0, 825.0),
+    TaskSpec("cheetah-run", "dmc", "cheetah/run", 4, 1000, 662.0, 656.0),
+    # Latest official code and the paper text say 4; the camera-ready commit and Kaixhin use 6.
+    TaskSpec("cup-catch", "dmc", "ball_in_cup/catch", 4, 1000, 930.0, 993.0),
+    TaskSpec("walker-walk", "dmc", "walker/walk", 2, 1000, 951.0, 994.0),
+    TaskSpec("reacher-easy", "dmc", "reacher/easy", 4, 1000, 832.0, 964.0),
+    # The original's gym_racecar (CarRacing-v0) and gym_cheetah (HalfCheetah-v3), today's versions.
+    TaskSpec("car-racing", "gym", "CarRacing-v3", 1),
+    TaskSpec("half-cheetah", "gym", "HalfCheetah-v5", 1),
+    # A tiny deterministic environment for fast tests (see envs/testing.py).
+    TaskSpec("test-reach", "test", "reach", 2, 40),
+)
+TASKS: dict[str, TaskSpec] = {t.name: t for t in _TASK_LIST}
+
+
+def task_spec(name: str) -> TaskSpec:
+    """Look a task up by name; an unknown name is a user error that lists the valid ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise UserError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Config sections
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """How episodes are produced."""
+
+    action_repeat: int | None = None
+    """Env steps per policy step; None = the task's paper value (task table)."""
+    episode_env_steps: int | None = None
+    """Episode length in env steps; None = the task's value (1000 for dm_control)."""
+    image_size: int = 64
+    """Rendered square image side in pixels (the original renders 64×64 directly, no resize)."""
+    camera_id: int = 0
+    """dm_control camera used for rendering (the original uses 0 for every task)."""
+    exact_render: bool = False
+    """Render dm_control pixel-exact like ``physics.render`` (with shadows). Default: shadows,
+    reflections off and coarser spheres/capsules -- same camera and framing, ≈1 grey level apart on
+    average, 2-3× faster frames (BENCHMARKS.md)."""
+    workers: int = 1
+    """Environment worker processes for collection and evaluation (1 = in-process)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How training chunks are cut from stored episodes."""
+
+    batch_size: int = 50
+    """Chunks per gradient update (original: batch_shape[0] = 50)."""
+    chunk_length: int = 50
+    """Policy steps per chunk (original: batch_shape[1] = 50); chunks never cross episodes."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """World model: encoder, RSSM, decoder, reward head."""
+
+    kind: Literal["rssm", "ssm"] = "rssm"
+    """``rssm`` (PlaNet) or ``ssm`` (purely stochastic ablation)."""
+    mean_only: bool = False
+    """Deterministic ablation: the latent sample is its mean (use with ``loss.kl_scale = 0``)."""
+    cell: Literal["gru", "lstm"] = "gru"
+    """Recurrent cell of the deterministic path (original: TF GRUBlockCell)."""
+    belief_size: int = 200
+    """Deterministic recurrent state size h (original: 200)."""
+    state_size: int = 30
+    """Stochastic state size s (original: 30)."""
+    hidden_size: int = 200
+    """Units of the hidden dense layer in each RSSM block (original ``embed_size`` = 200)."""
+    min_stddev: float = 0.1
+    """Added to softplus(std) of prior and posterior (original: 0.1)."""
+    future_rnn: bool = True
+    """Prior reads the GRU output h_t (True, standard RSSM) or the pre-GRU hidden (original option)."""
+    cnn_depth: int = 32
+    """Channels of the first conv; later convs use 2×, 4×, 8× (original: 32 → embedding 1024)."""
+    reward_layers: int = 3
+    """Hidden layers of the reward MLP (original HEAD: 3)."""
+    reward_units: int = 300
+    """Units per hidden layer of the reward MLP (original HEAD: 300)."""
+    image_bits: int = 5
+    """Bit depth images are reduced to before the model sees them (original: 5)."""
+    state_diagnostics: bool = False
+    """Train detached probes that read the dm_control state from the features (never shape the model)."""
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Named scales of the loss terms."""
+
+    image_scale: float = 1.0
+    """Weight of the image NLL, summed over pixels (original: 1)."""
+    reward_scale: float = 10.0
+    """Weight of the reward NLL (original: 10)."""
+    kl_scale: float = 1.0
+    """Weight of KL(posterior ‖ prior) (original ``divergence_scale``: 1; deterministic ablation 0)."""
+    free_nats: float = 3.0
+    """KL below this many nats per (batch, time) element is not penalised (original: 3)."""
+    overshooting_distance: int = 0
+    """Latent overshooting up to this many steps ahead; 0 = off (original: off)."""
+    overshooting_kl_scale: float = 0.0
+    """Weight of the overshooting KL terms (used when ``overshooting_distance`` > 0)."""
+    overshooting_reward_scale: float = 0.0
+    """Weight of the reward NLL on overshooting priors."""
+    global_kl_scale: float = 0.0
+    """Weight of KL(posterior ‖ N(0, I)) (original: 0)."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Adam on the world model."""
+
+    learning_rate: float = 1e-3
+    """Adam step size (original: 1e-3)."""
+    adam_eps: float = 1e-4
+    """Adam epsilon (original: 1e-4)."""
+    grad_clip_norm: float = 1000.0
+    """Global gradient-norm clip (original: 1000)."""
+    warmup_updates: int = 0
+    """Linear learning-rate warm-up in updates (original HEAD: none; camera-ready: 200)."""
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Cross-entropy method in latent space, replanning every policy step (MPC)."""
+
+    horizon: int = 12
+    """Policy steps imagined per candidate (original: 12)."""
+    candidates: int = 1000
+    """Action sequences sampled per iteration (original: 1000)."""
+    top_k: int = 100
+    """Elite sequences the Gaussian is refit to (original: 100)."""
+    iterations: int = 10
+    """CEM iterations per decision; 0 = no planning (random-collection ablation) (original: 10)."""
+    warm_start: bool = False
+    """Start from the previous plan shifted by one step (original: re-init N(0, 1) every step)."""
+    train_noise: float = 0.3
+    """Std of Gaussian exploration noise on collected training episodes (original: 0.3)."""
+    test_noise: float = 0.0
+    """Std of exploration noise on test episodes (original: 0)."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The training schedule, in updates and episodes (not the original's sequence counts)."""
+
+    seed_episodes: int = 5
+    """Random episodes collected into train_episodes/ before training (original: 5)."""
+    test_seed_episodes: int = 5
+    """Random episodes collected into test_episodes/ before training (original: 5)."""
+    collect_every_updates: int = 100
+    """One planned episode with exploration noise per this many updates (original: 5000 sequences = 100)."""
+    test_every_updates: int = 1000
+    """Updates per train phase; then a test phase (original: 50 000 sequences = 1000 updates)."""
+    test_batches: int = 1
+    """Batches from test_episodes/ scored without gradient per test phase (original: 50 seqs = 1)."""
+    test_episodes: int = 1
+    """Noise-free planned episodes per test phase, saved to test_episodes/ (original: 1)."""
+    total_updates: int = 100_000
+    """Stop after this many updates. The paper's curves end at 1000 episodes ≈ 100k updates (the
+    original's max_steps 5e7 sequences ≈ 1M updates is never reached in practice)."""
+    max_hours: float | None = None
+    """Stop (with a checkpoint) after this much wall-clock time; None = no limit."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run. ``planet train`` writes it to ``<run>/config.json``."""
+
+    task: str = "cartpole-balance"
+    """Task name (see ``planet train --help`` or config.TASKS)."""
+    seed: int = 0
+    """Seeds every random number generator of the run."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the networks run; auto = cuda if available."""
+    env: EnvConfig = field(default_factory=EnvConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+    # ---- derived values (never stored separately) -------------------------------------------
+
+    @property
+    def spec(self) -> TaskSpec:
+        return task_spec(self.task)
+
+    @property
+    def action_repeat(self) -> int:
+        """Env steps per policy step, after the task default is applied."""
+        return self.env.action_repeat or self.spec.action_repeat
+
+    @property
+    def episode_env_steps(self) -> int:
+        return self.env.episode_env_steps or self.spec.episode_env_steps
+
+    @property
+    def episode_policy_steps(self) -> int:
+        """Decisions per episode: ``episode_env_steps // action_repeat`` (original MaximumDuration)."""
+        return self.episode_env_steps // self.action_repeat
+
+    def validate(self) -> Config:
+        """Check values a user can get wrong; raise :class:`UserError` with what to do."""
+        task_spec(self.task)
+        checks: list[tuple[bool, str]] = [
+            (self.action_repeat >= 1, "env.action-repeat must be >= 1"),
+            (self.episode_policy_steps >= 1, "env.episode-env-steps must be >= env.action-repeat"),
+            (self.env.image_size in (64,), "env.image-size must be 64 (the conv encoder's input)"),
+            (self.env.workers >= 1, "env.workers must be >= 1"),
+            (self.data.batch_size >= 1, "data.batch-size must be >= 1"),
+            (self.data.chunk_length >= 2, "data.chunk-length must be >= 2"),
+            (
+                self.data.chunk_length <= self.episode_policy_steps + 1,
+                f"data.chunk-length ({self.data.chunk_length}) exceeds the episode length "
+                f"({self.episode_policy_steps + 1} rows incl. the reset frame); shorten it",
+            ),
+            (1 <= self.model.image_bits <= 8, "model.image-bits must be in 1..8"),
+            (
+                self.model.belief_size >= 1 and self.model.state_size >= 1,
+                "model sizes must be >= 1",
+            ),
+            (self.model.min_stddev >= 0, "model.min-stddev must be >= 0"),
+            (self.loss.free_nats >= 0, "loss.free-nats must be >= 0"),
+            (self.loss.overshooting_distance >= 0, "loss.overshooting-distance must be >= 0"),
+            (
+                self.loss.overshooting_distance < self.data.chunk_length,
+                "loss.overshooting-distance must be < data.chunk-length",
+            ),
+            (self.optim.learning_rate > 0, "optim.learning-rate must be > 0"),
+            (self.planner.horizon >= 1, "planner.horizon must be >= 1"),
+            (
+                1 <= self.planner.top_k <= self.planner.candidates,
+                "planner.top-k must be in 1..planner.candidates",
+            ),
+            (self.planner.iterations >= 0, "planner.iterations must be >= 0"),
+            (self.planner.train_noise >= 0 and self.planner.test_noise >= 0, "noise must be >= 0"),
+            (self.schedule.seed_episodes >= 1, "schedule.seed-episodes must be >= 1"),
+            (
+                self.schedule.collect_every_updates >= 1,
+                "schedule.collect-every-updates must be >= 1",
+            ),
+            (self.schedule.test_every_updates >= 1, "schedule.test-every-updates must be >= 1"),
+            (self.schedule.total_updates >= 0, "schedule.total-updates must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+        return self
+
+    # ---- (de)serialisation -------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Inverse of :meth:`to_dict`; unknown keys are a user error (a config of another version)."""
+        return _from_dict(cls, data)
+
+
+def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise UserError(f"config has unknown field(s) {sorted(unknown)} for {cls.__name__}")
+    kwargs = {}
+    for name, value in data.items():
+        sub = _SECTIONS.get(name) if cls is Config else None
+        kwargs[name] = _from_dict(sub, value) if sub is not None else value
+    return cls(**kwargs)
+
+
+_SECTIONS: dict[str, type] = {
+    "env": EnvConfig,
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optim": OptimConfig,
+    "planner": PlannerConfig,
+    "schedule": ScheduleConfig,
+}
+
+
+def override(cfg: Config, **sections: dict[str, Any]) -> Config:
+    """``override(cfg, model={"belief_size": 100}, task="x")``: a new config, ``cfg`` untouched."""
+    top = {k: v for k, v in sections.items() if k not in _SECTIONS}
+    nested = {
+        k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items() if k in _SECTIONS
+    }
+    return dataclasses.replace(cfg, **top, **nested)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+
+PAPER = Config()
+"""google-research/planet at HEAD (ORIGINAL_PLANET.md): every default above is the original's."""
+
+CPU = override(
+    PAPER,
+    # Smaller networks, shorter chunks, fewer CEM candidates: learns cartpole-balance on 2 cores.
+    # Values are a starting point, measured and tuned with the training loop (BENCHMARKS.md).
+    data={"batch_size": 32, "chunk_length": 32},
+    model={
+        "belief_size": 128,
+        "state_size": 20,
+        "hidden_size": 128,
+        "cnn_depth": 16,
+        "reward_layers": 2,
+        "reward_units": 128,
+    },
+    planner={"candidates": 300, "top_k": 30, "iterations": 6, "horizon": 12},
+    schedule={
+        "collect_every_updates": 50,
+        "test_every_updates": 250,
+        "total_updates": 5000,
+        "max_hours": 1.0,
+    },
+)
+"""Small enough to learn cartpole-balance on a 2-core CPU within about an hour."""
+
+DEBUG = override(
+    PAPER,
+    env={"episode_env_steps": 80},
+    data={"batch_size": 4, "chunk_length": 8},
+    model={
+        "belief_size": 16,
+        "state_size": 4,
+        "hidden_size": 16,
+        "cnn_depth": 4,
+        "reward_layers": 1,
+        "reward_units": 16,
+    },
+    loss={"free_nats": 0.5},
+    planner={"candidates": 16, "top_k": 4, "iterations": 2, "horizon": 3},
+    schedule={
+        "seed_episodes": 2,
+        "test_seed_episodes": 1,
+        "collect_every_updates": 3,
+        "test_every_updates": 6,
+        "total_updates": 12,
+    },
+)
+"""Tiny everything: a full train/collect/test cycle in seconds, for tests and smoke runs."""
+
+PRESETS: dict[str, Config] = {"paper": PAPER, "cpu": CPU, "debug": DEBUG}
+PresetName = Literal["paper", "cpu", "debug"]
+
+
+def preset(name: str) -> Config:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise UserError(f"unknown preset {name!r}; valid presets: {', '.join(PRESETS)}") from None

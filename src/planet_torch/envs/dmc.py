@@ -1,0 +1,102 @@
+"""dm_control suite tasks with 64×64 pixels, headless and fast.
+
+Rendering frames the scene as the original does (``physics.render(64, 64, camera_id=0)``: same
+camera, square field of view, no resize) but goes through one reused :class:`PixelRenderer`, once
+per policy step, by default in its fast mode (no shadows; see there). dm_control's own
+``physics.render`` is never called: it would create a second GL context, costs about 17 ms a frame
+here with shadows, and two EGL users in one process print EGL_BAD_DISPLAY at exit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from planet_torch.config import TaskSpec
+from planet_torch.envs.base import Env, Observation
+from planet_torch.envs.headless import PixelRenderer, configure_headless, gl_errors
+from planet_torch.errors import UserError
+
+
+class DmcEnv(Env):
+    """A dm_control suite task (``spec.env_id`` = ``domain/task``)."""
+
+    def __init__(
+        self,
+        spec: TaskSpec,
+        *,
+        seed: int,
+        action_repeat: int,
+        max_policy_steps: int,
+        image_size: int = 64,
+        camera_id: int = 0,
+        exact_render: bool = False,
+    ) -> None:
+        configure_headless()
+        with gl_errors("importing dm_control"):
+            from dm_control import suite
+        domain, task = spec.env_id.split("/")
+        # No dm_control time limit: ours (max_policy_steps) is the only one, so dm_control never
+        # ends an episode early or auto-resets, and a last() time step means a real termination.
+        self._env: Any = suite.load(
+            domain, task, task_kwargs={"random": seed, "time_limit": float("inf")}
+        )
+        observation_spec = self._env.observation_spec()
+        self._state_keys = spec.state_components or tuple(observation_spec)
+        action_spec = self._env.action_spec()
+        super().__init__(
+            action_size=int(np.prod(action_spec.shape)),
+            state_size=sum(int(np.prod(observation_spec[k].shape)) for k in self._state_keys),
+            action_repeat=action_repeat,
+            max_policy_steps=max_policy_steps,
+            image_size=image_size,
+            native_low=action_spec.minimum,
+            native_high=action_spec.maximum,
+        )
+        self.physics: Any = self._env.physics
+        cameras = self.physics.model.ncam
+        if not 0 <= camera_id < cameras:
+            raise UserError(
+                f"env.camera-id {camera_id} does not exist: {spec.name} has cameras 0..{cameras - 1}"
+            )
+        self._renderer = PixelRenderer(self.physics.model.ptr, image_size, camera_id, exact_render)
+        self._time_step: Any = None
+
+    def _reset(self, seed: int | None) -> Observation:
+        if seed is not None:
+            # The task draws every initial state from this RandomState; reseed it in place.
+            self._env.task.random.seed(seed)
+        self._time_step = self._env.reset()
+        return self._observe()
+
+    def _env_step(self, native_action: np.ndarray) -> tuple[float, bool, bool]:
+        self._time_step = self._env.step(native_action)
+        return float(self._time_step.reward or 0.0), bool(self._time_step.last()), False
+
+    def _observe(self) -> Observation:
+        values = self._time_step.observation
+        state = np.concatenate([np.ravel(values[k]) for k in self._state_keys], dtype=np.float32)
+        return Observation(self._renderer.render(self.physics.data.ptr), state)
+
+    # ---- ground truth for the true-simulator planner ----------------------------------------
+
+    def get_physics_state(self) -> np.ndarray:
+        """The full MuJoCo integration state (incl. warm-start): stepping from a restored state
+        reproduces the original trajectory bit for bit."""
+        return self.physics.get_state(sig=_full_state())
+
+    def set_physics_state(self, physics_state: np.ndarray) -> None:
+        """Restore a state from :meth:`get_physics_state`; episode counters are not touched."""
+        self.physics.set_state(np.asarray(physics_state, np.float64), sig=_full_state())
+        self.physics.forward()  # recompute positions, sensors and contacts for observations
+
+    def close(self) -> None:
+        self._renderer.close()
+        self._env.close()
+
+
+def _full_state() -> int:
+    import mujoco
+
+    return int(mujoco.mjtState.mjSTATE_INTEGRATION)

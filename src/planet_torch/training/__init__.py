@@ -1,0 +1,1 @@
+"""Run folders, episode collection and (later) the PlaNet training schedule."""

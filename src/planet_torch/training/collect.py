@@ -1,0 +1,69 @@
+"""Run agents in environments and store what happens as episodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from planet_torch.agents.base import Agent
+from planet_torch.agents.random import RandomAgent
+from planet_torch.config import Config
+from planet_torch.envs import Env, make_env
+from planet_torch.replay import Episode, EpisodeBuilder, EpisodeDir
+from planet_torch.training.run_dir import RunDir
+
+# Streams of randomness per purpose, so adding a test episode never shifts a train episode's seed.
+SPLIT_STREAM = {"train": 0, "test": 1}
+
+
+def episode_seed(run_seed: int, split: str, index: int) -> int:
+    """Environment seed of episode ``index`` of ``split``: distinct, reproducible, independent."""
+    seq = np.random.SeedSequence([run_seed, SPLIT_STREAM[split], index])
+    return int(seq.generate_state(1)[0])
+
+
+def run_episode(env: Env, agent: Agent, seed: int) -> Episode:
+    """Play one episode to its end (termination or time limit) and return it, aligned."""
+    observation = env.reset(seed=seed)
+    agent.reset()
+    builder = EpisodeBuilder()
+    builder.start(observation)
+    while True:
+        action = agent.act(observation)
+        result = env.step(action)
+        builder.add(action, result.observation, result.reward, result.terminated)
+        observation = result.observation
+        if result.terminated or result.truncated:
+            return builder.finish()
+
+
+@dataclass(frozen=True)
+class Collected:
+    path: Path
+    episode_return: float
+    policy_steps: int
+
+
+def collect_random(cfg: Config, run: RunDir, split: str, count: int) -> list[Collected]:
+    """Add random-policy episodes to ``run``'s ``split`` folder until it holds ``count`` of them.
+
+    Counting what is already on disk makes this resumable: a killed collection continues where it
+    stopped and never duplicates an episode (each index has its own seed).
+    """
+    folder = EpisodeDir(run.train_episodes if split == "train" else run.test_episodes)
+    done: list[Collected] = []
+    if len(folder) >= count:
+        return done
+    env = make_env(cfg, seed=episode_seed(cfg.seed, split, 0))
+    try:
+        for index in range(len(folder), count):
+            seed = episode_seed(cfg.seed, split, index)
+            agent = RandomAgent(env.action_low, env.action_high, np.random.default_rng(seed))
+            episode = run_episode(env, agent, seed)
+            path = folder.save(episode)
+            done.append(Collected(path, float(episode.reward.sum()), episode.policy_steps))
+    finally:
+        env.close()
+    return done

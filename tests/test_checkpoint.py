@@ -1,0 +1,57 @@
+"""Checkpoints round-trip exactly, RNG streams resume where they stopped, bad files are user errors."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from planet_torch.errors import UserError
+from planet_torch.training.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+
+
+def test_round_trip_with_weights_only(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    state = {"model": model.state_dict(), "updates": 7, "name": "x", "nested": {"a": [1.5, 2]}}
+    path = save_checkpoint(tmp_path / "latest.pt", state)
+    loaded = load_checkpoint(path)
+    assert loaded["updates"] == 7 and loaded["nested"] == {"a": [1.5, 2]}
+    assert torch.equal(loaded["model"]["weight"], model.weight)
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_rng_streams_resume_identically(tmp_path):
+    np_rng, gen = np.random.default_rng(5), torch.Generator().manual_seed(5)
+    random.seed(5)
+    torch.manual_seed(5)
+    save_checkpoint(tmp_path / "c.pt", {"rng": capture_rng(np_rng, gen)})
+    first = (
+        random.random(),
+        np_rng.random(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=gen).item(),
+    )
+    np_rng2, gen2 = np.random.default_rng(99), torch.Generator().manual_seed(99)
+    random.seed(99)
+    restore_rng(load_checkpoint(tmp_path / "c.pt")["rng"], np_rng2, gen2)
+    again = (
+        random.random(),
+        np_rng2.random(),
+        torch.rand(1).item(),
+        torch.rand(1, generator=gen2).item(),
+    )
+    assert first == again
+
+
+def test_missing_and_corrupt_checkpoints_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "missing.pt")
+    path = save_checkpoint(tmp_path / "c.pt", {"w": torch.zeros(1000)})
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UserError, match="unreadable"):
+        load_checkpoint(path)
