@@ -23,8 +23,13 @@ $(STAMP): pyproject.toml constraints.txt
 	@touch $(STAMP)
 	@echo "environment ready: $(VPY) ($$($(VPY) --version))"
 
+# A few minutes of the `cpu` preset on cartpole-balance: seed episodes, updates, planned episodes,
+# two test phases; ends with the learning curve, open-loop videos and an eval video.
+DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
-	$(VENV)/bin/planet collect --task cartpole-balance --preset cpu --run-dir runs/demo
+	$(VENV)/bin/planet train --task cartpole-balance --preset cpu --run-dir $(DEMO_RUN) \
+	  --schedule.total-updates 100 --schedule.test-every-updates 50
+	$(VENV)/bin/planet eval --run-dir $(DEMO_RUN) --episodes 1
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

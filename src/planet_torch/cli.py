@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Union
+from typing import Annotated, Any, Literal, Union
 
 import tyro
 
@@ -93,11 +93,98 @@ class Doctor:
         return run_checks(self.run_dir, self.render_frames)
 
 
-def _commands(cfg: Config, preset_name: str) -> Any:
+@dataclass(frozen=True)
+class Train:
+    """Train PlaNet (or --algo ddpg); Ctrl-C checkpoints, --resume continues exactly."""
+
+    config: ConfigArg = field(default_factory=Config)
+    preset: PresetName = "cpu"
+    """Defaults the config starts from: paper (the original's values), cpu, debug."""
+    run_dir: Path | None = None
+    """Run folder; default runs/<task>-<preset>-seed<seed>."""
+    resume: bool = False
+    """Continue the run in --run-dir (its config.json supplies the defaults)."""
+    progress: bool | None = None
+    """Show a progress bar; default: only when stdout is a terminal."""
+
+    def run(self) -> int:
+        from planet_torch.training.ddpg_loop import DDPGTrainer
+        from planet_torch.training.loop import Trainer
+        from planet_torch.training.plot import plot_runs
+
+        run_dir = self.run_dir or default_run_dir(self.config, self.preset)
+        kind = DDPGTrainer if self.config.algo == "ddpg" else Trainer
+        trainer = kind(self.config, run_dir, resume=self.resume, progress=self.progress)
+        summary = trainer.train()
+        returns = summary["test_returns"]
+        last = ", ".join(f"{r:.1f}" for r in returns[-3:]) or "none yet"
+        print(
+            f"{summary['updates']} updates, {summary['env_steps']} env steps, "
+            f"{summary['wall_seconds'] / 60:.1f} min; last test returns: {last}"
+        )
+        if returns:
+            print(f"learning curve: {plot_runs([run_dir], trainer.run.plots / 'curves.png')}")
+        videos = sorted(trainer.run.videos.glob("*.mp4"))
+        if videos:
+            print(f"videos: {trainer.run.videos} (newest: {videos[-1].name})")
+        print(f"run folder: {trainer.run.path}  (tensorboard --logdir {trainer.run.path})")
+        return 0
+
+
+@dataclass(frozen=True)
+class Eval:
+    """Play the latest checkpoint of a run without exploration noise; write scores.json."""
+
+    run_dir: Path
+    """The run folder to evaluate."""
+    episodes: int = 10
+    """Episodes to play."""
+    video: Literal["mp4", "gif", "none"] = "mp4"
+    """Write a video of the first episode to <run>/videos/."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the networks run."""
+
+    def run(self) -> int:
+        from planet_torch.training.evaluate import evaluate
+
+        scores = evaluate(
+            self.run_dir, self.episodes, None if self.video == "none" else self.video, self.device
+        )
+        print(
+            f"mean return {scores['mean']:.1f} ± {scores['std']:.1f} over {scores['episodes']} "
+            f"episodes -> {scores['scores_path']}"
+        )
+        if "video" in scores:
+            print(f"video: {scores['video']}")
+        return 0
+
+
+@dataclass(frozen=True)
+class Plot:
+    """Plot test return vs env steps of one or more runs (mean and spread over seeds)."""
+
+    runs: tyro.conf.Positional[tuple[Path, ...]]
+    """Run folders (seeds of the same task and variant are averaged)."""
+    output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("curves.png")
+    """Image file to write (png, pdf or svg)."""
+    metric: str = "test/return"
+    """Which logged scalar to plot."""
+
+    def run(self) -> int:
+        from planet_torch.training.plot import plot_runs
+
+        print(f"wrote {plot_runs(list(self.runs), self.output, self.metric)}")
+        return 0
+
+
+def _commands(cfg: Config, preset_name: PresetName) -> Any:
     """The tyro union of subcommands, with config defaults taken from the chosen preset."""
     sub = tyro.conf.subcommand
     return Union[  # noqa: UP007 -- tyro needs a runtime Union of Annotated types
-        Annotated[Collect, sub("collect", default=Collect(config=cfg, preset=preset_name))],  # type: ignore[valid-type]
+        Annotated[Train, sub("train", default=Train(config=cfg, preset=preset_name))],
+        Annotated[Eval, sub("eval")],
+        Annotated[Plot, sub("plot")],
+        Annotated[Collect, sub("collect", default=Collect(config=cfg, preset=preset_name))],
         Annotated[Doctor, sub("doctor", default=Doctor())],
     ]
 
@@ -108,8 +195,12 @@ def _commands(cfg: Config, preset_name: str) -> Any:
 
 
 @dataclass(frozen=True)
-class _PresetPeek:
+class _Peek:
+    """The flags that decide the defaults of all the others."""
+
     preset: PresetName = "cpu"
+    resume: bool = False
+    run_dir: Path | None = None
 
 
 def _one_line(message: str) -> str:
@@ -135,9 +226,15 @@ def _tyro(kind: Any, args: Sequence[str], **kwargs: Any) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        peek, _ = _tyro(_PresetPeek, args, return_unknown_args=True, add_help=False)
+        peek, _ = _tyro(_Peek, args, return_unknown_args=True, add_help=False)
+        defaults = preset(peek.preset)
+        if peek.resume and peek.run_dir is not None:
+            # A resumed run starts from its own config; flags may still change resumable fields.
+            from planet_torch.training.run_dir import RunDir
+
+            defaults = RunDir(peek.run_dir).load_config()
         command = _tyro(
-            _commands(preset(peek.preset), peek.preset),
+            _commands(defaults, peek.preset),
             args,
             description="PlaNet in plain PyTorch: train, plan, evaluate, explain. Headless.",
         )

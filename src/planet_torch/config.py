@@ -142,6 +142,8 @@ class ModelConfig:
     """Bit depth images are reduced to before the model sees them (original: 5)."""
     state_diagnostics: bool = False
     """Train detached probes that read the dm_control state from the features (never shape the model)."""
+    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    """Encoder/decoder precision (autocast); RSSM, log-probs, KL stay float32 (original: float32)."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,47 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class DDPGConfig:
+    """The model-free baseline (Lillicrap et al. 2016), used with ``--algo ddpg``.
+
+    Units: one update per ``updates_per_policy_step`` policy steps; schedule.total_updates and
+    schedule.seed_episodes apply as for PlaNet, and a test episode runs every
+    schedule.test_every_updates updates.
+    """
+
+    obs: Literal["state", "pixels"] = "state"
+    """Learn from the flat simulator state or from 64×64 pixels (conv encoder shared by the critic)."""
+    hidden_units: int = 256
+    """Units of each hidden layer of actor and critic."""
+    hidden_layers: int = 2
+    """Hidden layers of actor and critic."""
+    actor_lr: float = 1e-4
+    """Adam step size of the actor."""
+    critic_lr: float = 1e-3
+    """Adam step size of the critic (and the pixel encoder)."""
+    discount: float = 0.99
+    """γ of the critic's target r + γ·Q'(s', μ'(s'))."""
+    batch_size: int = 256
+    """Transitions per update."""
+    updates_per_policy_step: float = 1.0
+    """Gradient updates per policy step collected."""
+    target_update: Literal["soft", "hard"] = "soft"
+    """soft: Polyak averaging with tau after every update; hard: copy every hard_update_every."""
+    tau: float = 0.005
+    """Polyak factor of soft target replacement: θ' ← τ·θ + (1 − τ)·θ'."""
+    hard_update_every: int = 1000
+    """Updates between hard target copies θ' ← θ."""
+    noise: Literal["gaussian", "ou"] = "gaussian"
+    """Exploration noise process on the actions in [-1, 1]."""
+    noise_std: float = 0.1
+    """Std of Gaussian exploration noise, or σ of the Ornstein-Uhlenbeck process."""
+    ou_theta: float = 0.15
+    """Mean reversion θ of the Ornstein-Uhlenbeck process."""
+    cnn_depth: int = 32
+    """First conv's channels of the pixel encoder (as the world model's encoder)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run. ``planet train`` writes it to ``<run>/config.json``."""
 
@@ -233,6 +276,8 @@ class Config:
     """Seeds every random number generator of the run."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the networks run; auto = cuda if available."""
+    algo: Literal["planet", "ddpg"] = "planet"
+    """planet (world model + planning) or ddpg (the model-free baseline)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -240,6 +285,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    ddpg: DDPGConfig = field(default_factory=DDPGConfig)
 
     # ---- derived values (never stored separately) -------------------------------------------
 
@@ -260,6 +306,17 @@ class Config:
     def episode_policy_steps(self) -> int:
         """Decisions per episode: ``episode_env_steps // action_repeat`` (original MaximumDuration)."""
         return self.episode_env_steps // self.action_repeat
+
+    @property
+    def variant(self) -> str:
+        """The paper ablation this config runs: planet (RSSM), ssm, deterministic or random."""
+        if self.algo == "ddpg":
+            return f"ddpg-{self.ddpg.obs}"
+        if self.planner.iterations == 0:
+            return "random"
+        if self.model.kind == "ssm":
+            return "ssm"
+        return "deterministic" if self.model.mean_only else "planet"
 
     def validate(self) -> Config:
         """Check values a user can get wrong; raise :class:`UserError` with what to do."""
@@ -343,10 +400,11 @@ _SECTIONS: dict[str, type] = {
     "optim": OptimConfig,
     "planner": PlannerConfig,
     "schedule": ScheduleConfig,
+    "ddpg": DDPGConfig,
 }
 
 
-def override(cfg: Config, **sections: dict[str, Any]) -> Config:
+def override(cfg: Config, **sections: Any) -> Config:
     """``override(cfg, model={"belief_size": 100}, task="x")``: a new config, ``cfg`` untouched."""
     top = {k: v for k, v in sections.items() if k not in _SECTIONS}
     nested = {
@@ -366,7 +424,7 @@ CPU = override(
     PAPER,
     # Smaller networks, shorter chunks, fewer CEM candidates: learns cartpole-balance on 2 cores.
     # Values are a starting point, measured and tuned with the training loop (BENCHMARKS.md).
-    data={"batch_size": 32, "chunk_length": 32},
+    data={"batch_size": 16, "chunk_length": 32},
     model={
         "belief_size": 128,
         "state_size": 20,
@@ -379,7 +437,7 @@ CPU = override(
     schedule={
         "collect_every_updates": 50,
         "test_every_updates": 250,
-        "total_updates": 5000,
+        "total_updates": 10000,
         "max_hours": 1.0,
     },
 )

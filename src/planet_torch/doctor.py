@@ -78,7 +78,7 @@ def check_python() -> Result:
 
 
 def check_packages() -> Result:
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in KEY_PACKAGES:
         try:
             versions[name] = metadata.version(name)

@@ -11,7 +11,7 @@ from typing import IO
 from planet_torch.errors import UserError
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Call ``write(f)`` on a hidden temp file beside ``path``, fsync it, then rename it to ``path``.
 
     The temp name starts with '.' and ends with '.tmp', so loaders that glob final names never see it.

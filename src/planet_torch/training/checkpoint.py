@@ -35,26 +35,32 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     return state
 
 
-def capture_rng(np_rng: np.random.Generator, torch_generator: torch.Generator) -> dict[str, Any]:
-    """Every random stream a run uses, in a form ``weights_only`` loading accepts."""
+def capture_rng() -> dict[str, Any]:
+    """The global random streams (Python, NumPy, torch CPU and CUDA) in a ``weights_only`` form.
+
+    The training loop itself draws from generators seeded by its counters, so these only matter
+    for code outside it; they are saved so that nothing random is left behind by a resume.
+    """
+    version, internal, _ = random.getstate()
     state: dict[str, Any] = {
-        "python": list(random.getstate()[1]),
-        "python_version": random.getstate()[0],
-        "numpy": np_rng.bit_generator.state,
-        "torch_global": torch.get_rng_state(),
-        "torch_generator": torch_generator.get_state(),
+        "python": [version, list(internal)],
+        "numpy": [x.tolist() if isinstance(x, np.ndarray) else x for x in _numpy_state()[1:]],
+        "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
         state["torch_cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def restore_rng(
-    state: dict[str, Any], np_rng: np.random.Generator, torch_generator: torch.Generator
-) -> None:
-    random.setstate((state["python_version"], tuple(state["python"]), None))
-    np_rng.bit_generator.state = state["numpy"]
-    torch.set_rng_state(state["torch_global"])
-    torch_generator.set_state(state["torch_generator"])
+def _numpy_state() -> tuple[Any, ...]:
+    return tuple(np.random.get_state(legacy=True))  # ("MT19937", keys, pos, has_gauss, cached)
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    version, internal = state["python"]
+    random.setstate((version, tuple(internal), None))
+    keys, *rest = state["numpy"]
+    np.random.set_state(("MT19937", np.asarray(keys, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
     if "torch_cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["torch_cuda"])

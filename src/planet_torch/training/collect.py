@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from planet_torch.replay import Episode, EpisodeBuilder, EpisodeDir
 from planet_torch.training.run_dir import RunDir
 
 # Streams of randomness per purpose, so adding a test episode never shifts a train episode's seed.
-SPLIT_STREAM = {"train": 0, "test": 1}
+SPLIT_STREAM = {"train": 0, "test": 1, "eval": 2}
 
 
 def episode_seed(run_seed: int, split: str, index: int) -> int:
@@ -24,13 +25,20 @@ def episode_seed(run_seed: int, split: str, index: int) -> int:
     return int(seq.generate_state(1)[0])
 
 
-def run_episode(env: Env, agent: Agent, seed: int) -> Episode:
-    """Play one episode to its end (termination or time limit) and return it, aligned."""
+def run_episode(
+    env: Env, agent: Agent, seed: int, should_stop: Callable[[], None] | None = None
+) -> Episode:
+    """Play one episode to its end (termination or time limit) and return it, aligned.
+
+    ``should_stop`` is called before every step; it may raise to abandon the episode.
+    """
     observation = env.reset(seed=seed)
     agent.reset()
     builder = EpisodeBuilder()
     builder.start(observation)
     while True:
+        if should_stop is not None:
+            should_stop()
         action = agent.act(observation)
         result = env.step(action)
         builder.add(action, result.observation, result.reward, result.terminated)

@@ -1,0 +1,40 @@
+"""PlaNet's world model: encoder, latent dynamics (RSSM / SSM), decoder, heads, loss, optimiser."""
+
+from planet_torch.models.decoder import Decoder
+from planet_torch.models.encoder import Encoder
+from planet_torch.models.heads import MLP, RewardHead, StateProbe
+from planet_torch.models.preprocess import postprocess, preprocess
+from planet_torch.models.rssm import (
+    RSSM,
+    GRUBlockCell,
+    LatentModel,
+    LSTMBlockCell,
+    State,
+    kl_normal,
+    kl_standard_normal,
+    make_latent_model,
+)
+from planet_torch.models.ssm import SSM
+from planet_torch.models.world_model import WorldModel, WorldModelTrainer, retain_freed_memory
+
+__all__ = [
+    "MLP",
+    "RSSM",
+    "SSM",
+    "Decoder",
+    "Encoder",
+    "GRUBlockCell",
+    "LSTMBlockCell",
+    "LatentModel",
+    "RewardHead",
+    "State",
+    "StateProbe",
+    "WorldModel",
+    "WorldModelTrainer",
+    "kl_normal",
+    "kl_standard_normal",
+    "make_latent_model",
+    "postprocess",
+    "preprocess",
+    "retain_freed_memory",
+]

@@ -1,0 +1,136 @@
+"""The purely stochastic state-space model, PlaNet's SSM ablation (original models/ssm.py).
+
+    prior     p(s_t | s_{t-1}, a_{t-1}): y = relu(W [s_{t-1}, a_{t-1}] + b) -> mean, softplus + 0.1
+    posterior q(s_t | prior_t, e_t):     z = relu(W [prior mean, prior std, e_t] + b) -> mean, std
+
+No deterministic path: the features are the sample alone, and ``belief`` / ``rnn_state`` are
+empty [..., 0] tensors so the :class:`State` interface stays the same as the RSSM's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from planet_torch.models.encoder import glorot_
+from planet_torch.models.rssm import (
+    GaussianHead,
+    LatentModel,
+    State,
+    _check_sequence,
+    _noise,
+    _sample,
+)
+
+
+class SSM(LatentModel):
+    """Original call: ``SSM(state 30, hidden 200, relu, min_stddev=0.1)``."""
+
+    def __init__(
+        self,
+        action_size: int,
+        embed_size: int,
+        state_size: int = 30,
+        hidden_size: int = 200,
+        min_std: float = 0.1,
+        mean_only: bool = False,
+    ) -> None:
+        super().__init__()
+        self.action_size, self.embed_size = action_size, embed_size
+        self.state_size, self.belief_size, self.hidden_size = state_size, 0, hidden_size
+        self.feature_size = state_size
+        self.mean_only = mean_only
+        self.prior_hidden = nn.Linear(state_size + action_size, hidden_size)
+        self.prior_out = GaussianHead(hidden_size, state_size, min_std)
+        self.posterior_hidden = nn.Linear(2 * state_size + embed_size, hidden_size)
+        self.posterior_out = GaussianHead(hidden_size, state_size, min_std)
+        glorot_(self)
+
+    def features(self, state: State) -> Tensor:
+        return state.sample
+
+    def _empty(self, like: Tensor) -> Tensor:
+        return like.new_zeros(*like.shape[:-1], 0)
+
+    def _prior_step(self, s: Tensor, pre_a: Tensor, w_s: Tensor, eps: Tensor | None) -> State:
+        mean, std = self.prior_out(F.relu(torch.addmm(pre_a, s, w_s)))
+        empty = self._empty(mean)
+        return State(mean, std, _sample(mean, std, eps), empty, empty)
+
+    def _split_prior_in(self, action: Tensor) -> tuple[Tensor, Tensor]:
+        weight = self.prior_hidden.weight
+        pre_a = F.linear(action, weight[:, self.state_size :], self.prior_hidden.bias)
+        return weight[:, : self.state_size].t(), pre_a
+
+    def img_step(
+        self, state: State, action: Tensor, generator: torch.Generator | None = None
+    ) -> State:
+        w_s, pre_a = self._split_prior_in(action)
+        eps = _noise(state.sample.shape, state.sample, generator, self.mean_only)
+        return self._prior_step(state.sample, pre_a, w_s, eps)
+
+    def imagine(
+        self, action: Tensor, state: State, generator: torch.Generator | None = None
+    ) -> State:
+        T, B = action.shape[:2]
+        w_s, pre_a = self._split_prior_in(action)  # [T, B, hidden] once for all T
+        eps = _noise((T, B, self.state_size), pre_a, generator, self.mean_only)
+        states = []
+        for t in range(T):
+            state = self._prior_step(state.sample, pre_a[t], w_s, None if eps is None else eps[t])
+            states.append(state)
+        return State.stack(states)
+
+    def _posterior(self, prior: State, embed: Tensor, eps: Tensor | None) -> State:
+        z = F.relu(self.posterior_hidden(torch.cat([prior.mean, prior.std, embed], -1)))
+        mean, std = self.posterior_out(z)
+        return State(mean, std, _sample(mean, std, eps), prior.belief, prior.rnn_state)
+
+    def obs_step(
+        self,
+        state: State,
+        action: Tensor,
+        embed: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[State, State]:
+        prior = self.img_step(state, action, generator)
+        eps = _noise(prior.mean.shape, prior.mean, generator, self.mean_only)
+        return self._posterior(prior, embed, eps), prior
+
+    def observe(
+        self,
+        embed: Tensor,
+        action: Tensor,
+        init_state: State | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[State, State]:
+        _check_sequence(embed, action, self.embed_size, self.action_size)
+        T, B = action.shape[:2]
+        S = self.state_size
+        state = init_state if init_state is not None else self.initial_state(B, embed.device)
+        w_s, pre_a = self._split_prior_in(action)  # [T, B, hidden]
+        post_w = self.posterior_hidden.weight
+        w_pm, w_ps = post_w[:, :S].t(), post_w[:, S : 2 * S].t()
+        pre_e = F.linear(embed, post_w[:, 2 * S :], self.posterior_hidden.bias)  # [T, B, hidden]
+        w_prior, b_prior = self.prior_out.fused()
+        w_post, b_post = self.posterior_out.fused()
+        eps = _noise((2, T, B, S), pre_a, generator, self.mean_only)
+        s = state.sample
+        priors: list[tuple[Tensor, Tensor]] = []
+        posts: list[tuple[Tensor, Tensor, Tensor]] = []
+        for t in range(T):
+            y = F.relu(torch.addmm(pre_a[t], s, w_s))
+            p_mean, p_std = self.prior_out.split(torch.addmm(b_prior, y, w_prior))
+            z = F.relu(torch.addmm(torch.addmm(pre_e[t], p_mean, w_pm), p_std, w_ps))
+            mean, std = self.posterior_out.split(torch.addmm(b_post, z, w_post))
+            s = _sample(mean, std, None if eps is None else eps[0, t])
+            priors.append((p_mean, p_std))
+            posts.append((mean, std, s))
+        p_mean, p_std = (torch.stack(x) for x in zip(*priors, strict=True))
+        mean, std, sample = (torch.stack(x) for x in zip(*posts, strict=True))
+        empty = self._empty(mean)
+        prior = State(
+            p_mean, p_std, _sample(p_mean, p_std, None if eps is None else eps[1]), empty, empty
+        )
+        return State(mean, std, sample, empty, empty), prior

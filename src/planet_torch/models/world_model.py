@@ -1,0 +1,408 @@
+"""The world model (encoder, latent dynamics, decoder, reward head), its loss and its optimiser.
+
+Batch layout (replay/sampler.py), time-major, row t of a chunk::
+
+    image[t]   o_t                       uint8   [L, B, 64, 64, 3]
+    action[t]  a_{t-1}, which led to o_t  float32 [L, B, A]   (row 0 of an episode: zeros)
+    reward[t]  r_t, received with o_t    float32 [L, B]
+    state[t]   env state at o_t          float32 [L, B, S]   (only for state diagnostics)
+
+    s_{t-1} --action[t]--> prior p(s_t) --image[t]--> posterior q(s_t) --> reward[t], image[t]
+
+The state before row 0 is zeros (every chunk), and the KL at t = 0 counts. Loss, per
+ORIGINAL_PLANET.md §2 (all terms are means over (t, b)):
+
+    image   -log N(o_t; dec(f_t), 1) summed over the 64·64·3 values          × image_scale  (1)
+    reward  -log N(r_t; rew(f_t), 1)                                       × reward_scale (10)
+    kl      max(0, KL(q_t ‖ p_t) - free_nats), KL summed over latent dims  × kl_scale     (1)
+    overshooting (off in the paper): the same clamped KL between the posterior q_t (no gradient)
+            and the prior rolled open loop d = 1..D steps from the posterior at t-d (from the
+            zero state for t < d), mean over all valid (d, t, b)      × overshooting_kl_scale;
+            optionally the reward NLL of those priors            × overshooting_reward_scale
+    global  KL(q_t ‖ N(0, I))                                     × global_kl_scale (0: skipped)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from planet_torch.config import Config, OptimConfig
+from planet_torch.models.decoder import Decoder
+from planet_torch.models.encoder import IMAGE_SHAPE, Encoder
+from planet_torch.models.heads import RewardHead, StateProbe
+from planet_torch.models.preprocess import postprocess, preprocess
+from planet_torch.models.rssm import LatentModel, State, kl_standard_normal, make_latent_model
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_PIXELS = math.prod(IMAGE_SHAPE)
+
+
+def _memory_order(x: Tensor) -> Tensor:
+    """A 1-D view of a dense tensor in the order its elements lie in memory (any layout)."""
+    strides = x.stride()
+    dims = sorted(range(x.dim()), key=lambda d: -strides[d])
+    return x.permute(dims).view(-1)
+
+
+class _HalfSquaredError(torch.autograd.Function):
+    """0.5 · Σ (mean - target)² over all elements, in two passes forward and one backward.
+
+    ``F.mse_loss(reduction="sum")`` would do more: its backward allocates a zeroed gradient in
+    contiguous NCHW layout, which then has to be copied back to the decoder's channels-last
+    layout (measured ≈ 0.35 s per paper-size update on the 2-core CPU).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, mean: Tensor, target: Tensor) -> Tensor:
+        diff = mean - target  # layout of ``mean``
+        ctx.save_for_backward(diff)
+        flat = _memory_order(diff)
+        return 0.5 * torch.dot(flat, flat)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        (diff,) = ctx.saved_tensors
+        grad_mean = diff * grad
+        return grad_mean, -grad_mean if ctx.needs_input_grad[1] else None
+
+
+def _unit_normal_nll(target: Tensor, mean: Tensor) -> Tensor:
+    """-log N(target; mean, 1), elementwise, float32."""
+    return 0.5 * (target.float() - mean.float()).square() + _HALF_LOG_2PI
+
+
+def retain_freed_memory() -> bool:
+    """Let glibc keep freed memory for reuse instead of handing it back to the kernel.
+
+    A paper-size update allocates and frees ~2 GB of activations and gradients. glibc serves
+    blocks over 32 MB with fresh ``mmap`` s, so every update page-faults all of them in again
+    (about a quarter of the update time on the 2-core CPU; benchmarks/bench_train_step.py). This
+    turns ``mmap`` off for ``malloc`` and never trims the heap: after a few updates there are no
+    page faults at all. The price is that the process keeps its peak heap (a little more than
+    the peak without it; ≈2.8 GB at paper size). Process-wide: call it once, early, in a
+    process that trains. Returns False (and does nothing) where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None or not hasattr(os, "confstr"):
+        return False
+    try:
+        if "glibc" not in (os.confstr("CS_GNU_LIBC_VERSION") or ""):
+            return False
+        libc = ctypes.CDLL(name)
+    except (OSError, ValueError):
+        return False
+    m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+class WorldModel(nn.Module):
+    """Everything PlaNet learns. ``state_size`` > 0 with ``model.state_diagnostics`` adds a probe.
+
+    ``model.compute_dtype = "bfloat16"`` runs the encoder and decoder under CPU/CUDA autocast
+    (the latent model, heads, log-probs and KL stay float32). Default float32, as the original.
+    """
+
+    def __init__(self, cfg: Config, action_size: int, state_size: int = 0) -> None:
+        super().__init__()
+        m = cfg.model
+        if m.state_diagnostics and state_size <= 0:
+            raise ValueError("model.state_diagnostics needs the environment's state_size > 0")
+        if m.compute_dtype not in ("float32", "bfloat16"):
+            raise ValueError(
+                f"model.compute_dtype must be float32 or bfloat16, not {m.compute_dtype}"
+            )
+        self.cfg = cfg
+        self.action_size = action_size
+        self.compute_dtype: torch.dtype = getattr(torch, m.compute_dtype)
+        self.encoder = Encoder(m.cnn_depth)
+        self.rssm: LatentModel = make_latent_model(
+            m.kind,
+            action_size,
+            self.encoder.embed_size,
+            state_size=m.state_size,
+            belief_size=m.belief_size,
+            hidden_size=m.hidden_size,
+            min_std=m.min_stddev,
+            cell=m.cell,
+            future_rnn=m.future_rnn,
+            mean_only=m.mean_only,
+        )
+        self.feature_size = self.rssm.feature_size
+        self.decoder = Decoder(self.feature_size, m.cnn_depth)
+        self.reward_head = RewardHead(self.feature_size, m.reward_layers, m.reward_units)
+        self.state_probe: StateProbe | None = None
+        if m.state_diagnostics:
+            self.state_probe = StateProbe(
+                self.feature_size, state_size, m.reward_layers, m.reward_units
+            )
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def model_parameters(self) -> Iterator[nn.Parameter]:
+        """Everything the main loss trains (not the detached state probe)."""
+        for name, p in self.named_parameters():
+            if not name.startswith("state_probe."):
+                yield p
+
+    def probe_parameters(self) -> Iterator[nn.Parameter]:
+        return iter(self.state_probe.parameters()) if self.state_probe is not None else iter(())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+
+    # -- pieces the agent and planner use ----------------------------------------------------
+
+    def preprocess(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """uint8 [..., 64, 64, 3] -> float [..., 3, 64, 64] (bit reduction + noise)."""
+        return preprocess(image.to(self.device), self.cfg.model.image_bits, generator)
+
+    def embed(self, image: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """uint8 [..., 64, 64, 3] -> embedding [..., E] (fresh dequantisation noise each call)."""
+        with self._autocast():
+            return self.encoder(self.preprocess(image, generator)).float()
+
+    def decode(self, features: Tensor) -> Tensor:
+        """features [..., F] -> image mean [..., 3, 64, 64], float32."""
+        with self._autocast():
+            return self.decoder(features).float()
+
+    def initial_state(self, batch_size: int) -> State:
+        """Zeros [B, ...]: the state before the first frame of an episode or chunk."""
+        return self.rssm.initial_state(batch_size, self.device)
+
+    def filter(
+        self,
+        state: State,
+        prev_action: Tensor,
+        image: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> State:
+        """One filtering step for acting: state [B, ...], the action executed last [B, A]
+        (zeros at the episode start) and the new frame uint8 [B, 64, 64, 3] -> posterior."""
+        embed = self.embed(image, generator)
+        posterior, _ = self.rssm.obs_step(state, prev_action.to(self.device), embed, generator)
+        return posterior
+
+    def imagine_return(
+        self, state: State, actions: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Planning objective: state [N, ...], actions [H, N, A] -> [N], the undiscounted sum of
+        the predicted reward means along one sampled open-loop trajectory (original HEAD)."""
+        prior = self.rssm.imagine(actions, state, generator)  # [H, N, ...]
+        return self.reward_head(self.rssm.features(prior)).sum(0)
+
+    # -- training ----------------------------------------------------------------------------
+
+    def loss(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The scaled total loss (a scalar with gradient) and every term as a float."""
+        total, terms = self.loss_terms(batch, generator)
+        values = torch.stack([v.detach().float() for v in terms.values()]).tolist()  # one sync
+        return total, dict(zip(terms, values, strict=True))
+
+    def loss_terms(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """As :meth:`loss`, with the terms as 0-d tensors (no host sync)."""
+        lc = self.cfg.loss
+        device = self.device
+        image = batch["image"].to(device, non_blocking=True)
+        action = batch["action"].to(device, non_blocking=True)
+        reward = batch["reward"].to(device, non_blocking=True)
+        T, B = action.shape[:2]
+        assert image.shape == (T, B, 64, 64, 3) and image.dtype == torch.uint8, image.shape
+        assert action.shape == (T, B, self.action_size), action.shape
+        assert reward.shape == (T, B), reward.shape
+
+        x = self.preprocess(image, generator)  # [T, B, 3, 64, 64], input and target
+        with self._autocast():
+            embed = self.encoder(x).float()  # [T, B, E], all frames in one batched call
+        posterior, prior = self.rssm.observe(embed, action, generator=generator)
+        features = self.rssm.features(posterior)  # [T, B, F]
+        image_mean = self.decode(features)  # [T, B, 3, 64, 64]
+
+        # Σ_pixels 0.5 (x - mean)² + const, mean over (t, b).
+        half_sse = _HalfSquaredError.apply(image_mean, x.to(image_mean.dtype))
+        image_nll = half_sse / (T * B) + _PIXELS * _HALF_LOG_2PI
+        reward_nll = _unit_normal_nll(reward, self.reward_head(features)).mean()
+        kl = self.rssm.kl(posterior, prior)  # [T, B]
+        kl_loss = (kl - lc.free_nats).clamp(min=0.0).mean()
+        total = lc.image_scale * image_nll + lc.reward_scale * reward_nll + lc.kl_scale * kl_loss
+        terms: dict[str, Tensor] = {
+            "image_nll": image_nll,
+            "reward_nll": reward_nll,
+            "kl": kl.mean(),
+            "kl_loss": kl_loss,
+        }
+        if lc.overshooting_distance > 0 and (
+            lc.overshooting_kl_scale > 0 or lc.overshooting_reward_scale > 0
+        ):
+            os_kl, os_reward = self.overshooting(
+                posterior, action, reward, lc.overshooting_distance, generator
+            )
+            total = total + lc.overshooting_kl_scale * os_kl
+            terms["overshooting_kl"] = os_kl
+            if os_reward is not None:
+                total = total + lc.overshooting_reward_scale * os_reward
+                terms["overshooting_reward_nll"] = os_reward
+        if lc.global_kl_scale > 0:
+            global_kl = kl_standard_normal(posterior).mean()
+            total = total + lc.global_kl_scale * global_kl
+            terms["global_kl"] = global_kl
+        if self.state_probe is not None:
+            if "state" not in batch:
+                raise ValueError("model.state_diagnostics needs batches with a 'state' entry")
+            target = batch["state"].to(device, non_blocking=True)  # [T, B, S]
+            # Detached: the probe learns to read the features, the model never bends towards it.
+            state_nll = _unit_normal_nll(target, self.state_probe(features.detach())).sum(-1)
+            total = total + state_nll.mean()
+            terms["state_nll"] = state_nll.mean()
+        terms["posterior_std"] = posterior.std.mean()
+        terms["prior_std"] = prior.std.mean()
+        terms["total"] = total
+        return total, terms
+
+    def overshooting(
+        self,
+        posterior: State,
+        action: Tensor,
+        reward: Tensor,
+        distance: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor | None]:
+        """Latent overshooting over distances 1..D: (mean clamped KL, mean reward NLL or None).
+
+        Open-loop priors start from [zero state, q_0, ..., q_{T-2}] (the state before each row);
+        after d steps the prior started before row j is compared with the posterior at row
+        j + d - 1, which gets no gradient (original ``os_stop_posterior_grad``). Distance 1 is
+        exactly the ordinary prior, so D = 1 gives the plain KL term. Rollouts that would run
+        past the chunk end are dropped (the starting batch shrinks by one row per step).
+        """
+        lc = self.cfg.loss
+        T, B = action.shape[:2]
+        init = self.rssm.initial_state(B, action.device)
+        state = State(
+            *(torch.cat([z[None], p[:-1]]) for z, p in zip(init, posterior, strict=True))
+        )  # [T, B, ...]
+        target = posterior.detach()
+        kl_sum = action.new_zeros(())
+        reward_sum = action.new_zeros(()) if lc.overshooting_reward_scale > 0 else None
+        count = 0
+        for k in range(min(distance, T)):
+            n = T - k  # starts whose k-th step still lies inside the chunk
+            flat = State(*(x[:n].reshape(n * B, x.shape[-1]) for x in state))
+            step_action = action[k : k + n].reshape(n * B, -1)
+            prior = self.rssm.img_step(flat, step_action, generator)
+            prior = State(*(x.view(n, B, x.shape[-1]) for x in prior))  # rows k .. T-1
+            kl = self.rssm.kl(State(*(x[k:] for x in target)), prior)  # [n, B]
+            kl_sum = kl_sum + (kl - lc.free_nats).clamp(min=0.0).sum()
+            if reward_sum is not None:
+                predicted = self.reward_head(self.rssm.features(prior))
+                reward_sum = reward_sum + _unit_normal_nll(reward[k:], predicted).sum()
+            count += n * B
+            state = prior
+        return kl_sum / count, None if reward_sum is None else reward_sum / count
+
+    # -- evaluation --------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def open_loop(
+        self,
+        images: Tensor,
+        actions: Tensor,
+        context: int = 5,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """images uint8 [T, B, 64, 64, 3], actions [T, B, A] -> predicted frames uint8, same shape.
+
+        Frames 0..context-1 are reconstructions from the posterior; the rest are imagined open
+        loop from the last posterior with the given actions (original "open-loop" summaries).
+        """
+        T = images.shape[0]
+        assert 1 <= context <= T, (context, T)
+        actions = actions.to(self.device)
+        embed = self.embed(images[:context], generator)
+        posterior, _ = self.rssm.observe(embed, actions[:context], generator=generator)
+        features = [self.rssm.features(posterior)]
+        if context < T:
+            last = posterior.map(lambda x: x[-1])
+            prior = self.rssm.imagine(actions[context:], last, generator)
+            features.append(self.rssm.features(prior))
+        return postprocess(self.decode(torch.cat(features)), self.cfg.model.image_bits)
+
+
+class WorldModelTrainer:
+    """Adam as the original's TF optimiser, linear warm-up, global grad-norm clipping.
+
+    TF's Adam adds its epsilon to sqrt(v) *before* bias correction ("ε-hat"). Torch adds it
+    after, so each update sets torch's eps to ``adam_eps / sqrt(1 - β2^t)``, which makes the
+    two updates identical. The norm is clipped over the model's gradients; the state probe
+    (its own objective and optimiser in the original) is clipped on its own.
+    """
+
+    def __init__(self, model: WorldModel, cfg: OptimConfig | None = None) -> None:
+        self.model = model
+        self.cfg = cfg if cfg is not None else model.cfg.optim
+        self.model_params = list(model.model_parameters())
+        self.probe_params = list(model.probe_parameters())
+        groups = [{"params": self.model_params}]
+        if self.probe_params:
+            groups.append({"params": self.probe_params})
+        self.optimizer = torch.optim.Adam(groups, lr=self.cfg.learning_rate, eps=self.cfg.adam_eps)
+        self.updates = 0
+
+    def learning_rate(self) -> float:
+        """The step size of the next update (linear warm-up over ``warmup_updates``)."""
+        warmup = self.cfg.warmup_updates
+        scale = min(1.0, (self.updates + 1) / warmup) if warmup > 0 else 1.0
+        return self.cfg.learning_rate * scale
+
+    def update(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, float]:
+        """One gradient update; returns every loss term plus ``grad_norm`` (before clipping)
+        and ``lr``."""
+        self.model.train()
+        lr = self.learning_rate()
+        beta2 = self.optimizer.defaults["betas"][1]
+        eps = self.cfg.adam_eps / math.sqrt(1.0 - beta2 ** (self.updates + 1))
+        for group in self.optimizer.param_groups:
+            group["lr"], group["eps"] = lr, eps
+        total, terms = self.model.loss_terms(batch, generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        clip = self.cfg.grad_clip_norm
+        grad_norm = nn.utils.clip_grad_norm_(self.model_params, clip)
+        if self.probe_params:
+            nn.utils.clip_grad_norm_(self.probe_params, clip)
+        self.optimizer.step()
+        self.updates += 1
+        terms["grad_norm"] = grad_norm
+        values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
+        metrics = dict(zip(terms, values, strict=True))
+        metrics["lr"] = lr
+        return metrics
+
+    def state_dict(self) -> dict[str, object]:
+        return {"optimizer": self.optimizer.state_dict(), "updates": self.updates}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
+        self.updates = int(state["updates"])  # type: ignore[call-overload]

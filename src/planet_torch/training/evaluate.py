@@ -1,0 +1,87 @@
+"""``planet eval``: play a trained agent without exploration noise and write its scores."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from planet_torch.agents.base import Agent
+from planet_torch.agents.planet import PlanetAgent
+from planet_torch.config import Config
+from planet_torch.envs import Env, make_env
+from planet_torch.errors import UserError
+from planet_torch.fileio import atomic_write_text
+from planet_torch.models import WorldModel
+from planet_torch.training.checkpoint import load_checkpoint
+from planet_torch.training.collect import episode_seed, run_episode
+from planet_torch.training.loop import CHECKPOINT_NAME, _generator, resolve_device
+from planet_torch.training.run_dir import RunDir
+from planet_torch.training.video import write_video
+
+
+def _agent_factory(
+    cfg: Config, state: dict[str, Any], env: Env, device: torch.device
+) -> Callable[[int], Agent]:
+    """A function episode seed -> noise-free agent, for the algorithm of the run."""
+    if cfg.algo == "ddpg":
+        from planet_torch.training.ddpg_loop import load_ddpg_agent
+
+        ddpg_agent = load_ddpg_agent(cfg, state, env, device)
+        return lambda seed: ddpg_agent
+    model = WorldModel(cfg, env.action_size, env.state_size).to(device)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return lambda seed: PlanetAgent(
+        model, cfg.planner, noise=cfg.planner.test_noise, generator=_generator(device, seed)
+    )
+
+
+def evaluate(
+    run_dir: Path, episodes: int = 10, video: str | None = "mp4", device: str = "auto"
+) -> dict[str, Any]:
+    """Play ``episodes`` noise-free episodes with the latest checkpoint; write scores.json."""
+    if episodes < 1:
+        raise UserError("--episodes must be >= 1")
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    path = run.checkpoints / CHECKPOINT_NAME
+    if not path.exists():
+        raise UserError(f"{run.path} has no checkpoint yet ({path}); train first")
+    torch_device = resolve_device(device)
+    state = load_checkpoint(path, map_location=torch_device)
+    env = make_env(cfg, seed=episode_seed(cfg.seed, "eval", 0))
+    try:
+        make_agent = _agent_factory(cfg, state, env, torch_device)
+        returns: list[float] = []
+        first = None
+        for i in range(episodes):
+            seed = episode_seed(cfg.seed, "eval", i)
+            agent = make_agent(seed)
+            episode = run_episode(env, agent, seed)
+            returns.append(float(episode.reward.sum()))
+            first = episode.image if first is None else first
+            print(f"eval episode {i}: return {returns[-1]:.1f}", flush=True)
+    finally:
+        env.close()
+    counters = state["counters"]
+    scores: dict[str, Any] = {
+        "task": cfg.task,
+        "variant": cfg.variant,
+        "checkpoint": str(path),
+        "updates": counters["updates"],
+        "returns": returns,
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "episodes": episodes,
+    }
+    if video is not None and first is not None:
+        name = f"eval-{counters['updates']:07d}.{video}"
+        scores["video"] = str(write_video(run.videos / name, first, fps=10))
+    atomic_write_text(run.path / "scores.json", json.dumps(scores, indent=2) + "\n")
+    scores["scores_path"] = str(run.path / "scores.json")
+    return scores

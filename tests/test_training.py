@@ -1,0 +1,200 @@
+"""The PlaNet schedule end to end on real dm_control cartpole (debug sizes), killed and resumed."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from planet_torch.config import DEBUG, override
+from planet_torch.errors import UserError
+from planet_torch.training.loop import Trainer
+
+TRAIN = [
+    "train",
+    "--preset",
+    "debug",
+    "--task",
+    "cartpole-balance",
+    "--schedule.total-updates",
+    "24",
+]
+TIMING = ("seconds", "cost/", "per_second")  # wall-clock dependent values differ between runs
+
+
+def planet(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "planet_torch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "planet_torch.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def metrics(run: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # Cost lines are measured by every process (a resumed one too): not part of the schedule.
+    return [
+        {k: v for k, v in r.items() if not any(t in k for t in TIMING)}
+        for r in records
+        if not any(k.startswith("cost/") for k in r)
+    ]
+
+
+def episodes(run: Path, split: str) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for path in sorted((run / split).glob("*.npz")):
+        with np.load(path) as data:
+            out[path.name] = {k: data[k] for k in ("image", "action", "reward")}
+    return out
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    assert metrics(a) == metrics(b)
+    for split in ("train_episodes", "test_episodes"):
+        ea, eb = episodes(a, split), episodes(b, split)
+        assert ea.keys() == eb.keys(), split
+        for name in ea:
+            for key in ea[name]:
+                assert np.array_equal(ea[name][key], eb[name][key]), (split, name, key)
+    assert not list(b.rglob(".*.tmp")), "a temp file was left behind"
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.02)
+    raise TimeoutError
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("runs") / "reference"
+    result = planet(*TRAIN, "--run-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    return run
+
+
+def test_debug_run_writes_everything(reference):
+    cfg = json.loads((reference / "config.json").read_text())
+    assert cfg["task"] == "cartpole-balance" and cfg["schedule"]["total_updates"] == 24
+    # Seed 2 + one planned episode per 3 updates (8); test: 1 seed + 1 per test phase (4).
+    assert len(list((reference / "train_episodes").glob("*.npz"))) == 2 + 24 // 3
+    assert len(list((reference / "test_episodes").glob("*.npz"))) == 1 + 24 // 6
+    assert (reference / "checkpoints" / "latest.pt").stat().st_size > 10_000
+    assert list((reference / "tensorboard").glob("events.out.tfevents.*"))
+    videos = sorted((reference / "videos").glob("openloop-*.mp4"))
+    assert len(videos) == 4 and all(v.stat().st_size > 1000 for v in videos)
+    assert (reference / "plots" / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    records = metrics(reference)
+    tests = [r for r in records if "test/return" in r]
+    assert [r["updates"] for r in tests] == [6, 12, 18, 24]
+    assert all(math.isfinite(r["test/image_nll"]) for r in tests)
+    updates = [r["updates"] for r in records if "train/total" in r]
+    assert updates == sorted(set(updates)) and updates[-1] == 24  # no gaps in order, no dupes
+    raw = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    assert all({"env_steps", "updates", "wall_seconds"} <= r.keys() for r in raw)
+
+
+def test_kill_9_then_resume_continues_exactly(reference, tmp_path):
+    run = tmp_path / "killed"
+    process = start(*TRAIN, "--run-dir", str(run))
+    # Die after the checkpoint at 12 updates, once the episode of update 15 is on disk.
+    died_early = not wait_for(
+        lambda: (run / "train_episodes" / "000006-len10.npz").exists(), process
+    )
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not died_early, process.stderr.read() if process.stderr else ""
+    resumed = planet("train", "--resume", "--run-dir", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(reference, run)
+
+
+def test_sigint_checkpoints_then_resume_continues_exactly(reference, tmp_path):
+    run = tmp_path / "interrupted"
+    process = start(*TRAIN, "--run-dir", str(run))
+    wait_for(lambda: (run / "train_episodes" / "000004-len10.npz").exists(), process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    assert "checkpoint saved" in out and "--resume" in out
+    resumed = planet("train", "--resume", "--run-dir", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(reference, run)
+
+
+def test_eval_and_plot_on_a_run(reference, tmp_path):
+    result = planet("eval", "--run-dir", str(reference), "--episodes", "2")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((reference / "scores.json").read_text())
+    assert len(scores["returns"]) == 2 and scores["updates"] == 24
+    assert Path(scores["video"]).stat().st_size > 1000
+    out = tmp_path / "curves.png"
+    result = planet("plot", str(reference), str(reference), "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_user_errors(reference, tmp_path):
+    for args, needle in [
+        (
+            ("train", "--resume", "--run-dir", str(reference), "--model.belief-size", "7"),
+            "another config",
+        ),
+        (("train", "--preset", "debug", "--run-dir", str(reference)), "--resume"),
+        (("train", "--resume", "--run-dir", str(tmp_path / "none")), "not a run folder"),
+        (("eval", "--run-dir", str(tmp_path)), "not a run folder"),
+        (
+            ("train", "--preset", "debug", "--device", "cuda", "--run-dir", str(tmp_path / "c")),
+            "CUDA",
+        ),
+    ]:
+        result = planet(*args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr and needle in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    cfg = override(
+        DEBUG, task="test-reach", schedule={"total_updates": 12, "test_every_updates": 4}
+    )
+    trainer = Trainer(cfg, tmp_path / "nan", progress=False)
+    update = trainer.optimizer.update
+    calls = {"n": 0}
+
+    def failing(batch, generator=None):
+        calls["n"] += 1
+        metrics = update(batch, generator)
+        if calls["n"] == 6:
+            metrics["total"] = math.nan
+        return metrics
+
+    trainer.optimizer.update = failing  # type: ignore[method-assign]
+    with pytest.raises(UserError, match="loss became nan"):
+        trainer.train()
+    from planet_torch.training.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(tmp_path / "nan" / "checkpoints" / "latest.pt")
+    assert saved["counters"]["updates"] == 4
+    assert os.path.getsize(tmp_path / "nan" / "metrics.jsonl") > 0
