@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -30,6 +31,16 @@ from planet_torch.models.decoder import Deconv1x1, SubPixelConvTranspose2d
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 PIXEL_CONST = 64 * 64 * 3 * HALF_LOG_2PI  # the image NLL of a perfect prediction
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny tensors gain nothing from threads, and on a busy machine an OpenMP team stalls
+    whenever one of its threads loses its core: one thread keeps these tests fast."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def tiny(**sections: dict) -> Config:

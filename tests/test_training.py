@@ -191,7 +191,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
         return metrics
 
     trainer.optimizer.update = failing  # type: ignore[method-assign]
-    with pytest.raises(UserError, match="loss became nan"):
+    with pytest.raises(UserError, match="loss became non-finite"):
         trainer.train()
     from planet_torch.training.checkpoint import load_checkpoint
 

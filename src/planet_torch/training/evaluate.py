@@ -17,9 +17,10 @@ from planet_torch.envs import Env, make_env
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
 from planet_torch.models import WorldModel
+from planet_torch.training.base import CHECKPOINT_NAME, counter_generator, resolve_device
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import episode_seed, run_episode
-from planet_torch.training.loop import CHECKPOINT_NAME, _generator, resolve_device
+from planet_torch.training.loop import Trainer
 from planet_torch.training.run_dir import RunDir
 from planet_torch.training.video import write_video
 
@@ -33,11 +34,15 @@ def _agent_factory(
 
         ddpg_agent = load_ddpg_agent(cfg, state, env, device)
         return lambda seed: ddpg_agent
+    if Trainer.learner_key not in state:
+        raise UserError(
+            "this checkpoint holds no PlaNet world model; was it trained with --algo ddpg?"
+        )
     model = WorldModel(cfg, env.action_size, env.state_size).to(device)
-    model.load_state_dict(state["model"])
+    model.load_state_dict(state[Trainer.learner_key]["model"])
     model.eval()
     return lambda seed: PlanetAgent(
-        model, cfg.planner, noise=cfg.planner.test_noise, generator=_generator(device, seed)
+        model, cfg.planner, noise=cfg.planner.test_noise, generator=counter_generator(device, seed)
     )
 
 

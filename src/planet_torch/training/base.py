@@ -1,0 +1,468 @@
+"""What every training run shares, PlaNet's (loop.py) and DDPG's (ddpg_loop.py).
+
+A run lives in one run folder and owes its user four guarantees, implemented once here:
+
+* **Counted in units.** ``updates`` (gradient updates), ``env_steps`` (simulator steps in the
+  visible train_episodes/, after action repeat: the x-axis of the paper's curves).
+* **Exact resume.** Every random draw is seeded from counters (the batch of update u from
+  (seed, stream, u); episode i of a split from (seed, split, i)), and what is due next is derived
+  from the counters. After a kill -9, ``--resume`` restores the last checkpoint; an episode that
+  was saved after it is not played again but *revealed* when the schedule reaches it -- it is
+  the very episode the schedule would produce. Metrics logged after the checkpoint are dropped
+  and redone, so metrics.jsonl has no gaps and no duplicates.
+* **Clean stops.** SIGINT/SIGTERM set a flag; the run checkpoints at the next safe point and
+  leaves (a second Ctrl-C leaves at once, the last checkpoint stands). A non-finite loss stops
+  the run with a one-line message and keeps the last good checkpoint.
+* **A cost line.** After a few updates: env steps/s, seconds per update and per action, and the
+  projected wall-clock hours of the configured run.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from planet_torch.agents.base import Agent
+from planet_torch.config import Config
+from planet_torch.envs import Env, make_env
+from planet_torch.errors import UserError
+from planet_torch.replay import Episode, EpisodeDir, EpisodeStore
+from planet_torch.training.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from planet_torch.training.collect import collect_random, episode_seed, run_episode
+from planet_torch.training.logging import MetricsLogger, keep_first_metrics, read_metrics
+from planet_torch.training.run_dir import RunDir
+from planet_torch.training.video import write_video
+
+CHECKPOINT_NAME = "latest.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda, but this machine has no usable CUDA; use --device cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def counter_rng(*key: int) -> np.random.Generator:
+    """A NumPy generator that is a pure function of ``key`` (e.g. seed, stream, update)."""
+    return np.random.default_rng(np.random.SeedSequence(list(key)))
+
+
+def counter_generator(device: torch.device, *key: int) -> torch.Generator:
+    """A torch generator on ``device`` that is a pure function of ``key``."""
+    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+class StopRequested(Exception):
+    """SIGINT/SIGTERM arrived: leave at the next safe point, after a checkpoint."""
+
+
+class Stoppable(Protocol):
+    stop_requested: bool
+
+
+@contextmanager
+def stop_on_signals(run: Stoppable) -> Iterator[None]:
+    """SIGINT/SIGTERM set ``run.stop_requested``; a second one raises KeyboardInterrupt."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if run.stop_requested:
+            raise KeyboardInterrupt
+        run.stop_requested = True
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class Counters:
+    """What a checkpoint remembers; everything else is derived from it and from disk."""
+
+    updates: int = 0
+    train_collected: int = 0  # train episodes the schedule has produced (or revealed)
+    tests_done: int = 0  # completed test phases
+    last_test_updates: int = -1  # updates at the last completed test phase
+    metrics_records: int = 0  # lines of metrics.jsonl covered by the checkpoint
+    wall_seconds: float = 0.0
+
+
+class BaseTrainer(abc.ABC):
+    """One run in one run folder; :meth:`train` runs the schedule to its end.
+
+    Subclasses build their learner, say how to save it, play an episode and update, and define
+    the order of updates and collection in :meth:`_schedule`.
+    """
+
+    learner_key: str  # checkpoint entry of the learner's state
+
+    def __init__(
+        self, cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool | None = None
+    ) -> None:
+        self.run = RunDir(run_dir)
+        if resume and not self.run.exists():
+            raise UserError(f"nothing to resume in {self.run.path} (no config.json); drop --resume")
+        if not resume and self.run.exists():
+            raise UserError(
+                f"{self.run.path} already holds a run; add --resume to continue it, "
+                "or choose another --run-dir"
+            )
+        self.cfg = cfg.validate()
+        self._validate()  # before the run folder is created
+        self.device = resolve_device(cfg.device)
+        self.run.prepare(cfg)  # refuses a run folder of another config
+        self.progress = sys.stdout.isatty() if progress is None else progress
+        self.stop_requested = False
+        self.train_store = EpisodeStore(EpisodeDir(self.run.train_episodes))
+        self.test_store = EpisodeStore(EpisodeDir(self.run.test_episodes))
+        self.env: Env = make_env(cfg, seed=episode_seed(cfg.seed, "train", 0))
+        seed_everything(cfg.seed)  # initial weights come from the global stream
+        self._build()
+        self.counters = Counters()
+        checkpoint = self.run.checkpoints / CHECKPOINT_NAME
+        if resume and checkpoint.exists():
+            state = load_checkpoint(checkpoint, map_location=self.device)
+            if self.learner_key not in state:
+                raise UserError(f"{checkpoint} holds no '{self.learner_key}' state; wrong --algo?")
+            self._load_learner(state[self.learner_key])
+            self.counters = Counters(**state["counters"])
+            restore_rng(state["rng"])
+        # What was logged after the checkpoint is redone by this run: drop it (no duplicates).
+        keep_first_metrics(self.run.metrics_path, self.counters.metrics_records)
+        self.logger = MetricsLogger(
+            self.run.metrics_path,
+            self.run.path / "tensorboard",
+            wall_seconds_before=self.counters.wall_seconds,
+            purge_after_updates=self.counters.updates if resume else None,
+        )
+        self.env_steps_per_second = math.nan
+        self.seconds_per_update = math.nan
+        self.seconds_per_action = math.nan
+        self._cost_probe_at = self.counters.updates + 3  # after a few updates of this process
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    # ---- what an algorithm provides --------------------------------------------------------
+
+    def _validate(self) -> None:  # noqa: B027 -- a hook; most algorithms need no extra checks
+        """Algorithm-specific config checks (raise UserError)."""
+
+    @abc.abstractmethod
+    def _build(self) -> None:
+        """Create the learner (its initial weights come from the seeded global stream)."""
+
+    @abc.abstractmethod
+    def _learner_state(self) -> dict[str, Any]: ...
+
+    @abc.abstractmethod
+    def _load_learner(self, state: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    def _make_agent(self, seed: int, noise: float) -> Agent:
+        """The acting agent for one episode, its randomness drawn from ``seed``."""
+
+    @abc.abstractmethod
+    def _update(self) -> None:
+        """One gradient update; calls :meth:`_after_update` with its metrics."""
+
+    @abc.abstractmethod
+    def _schedule(self) -> None:
+        """Updates, collection and test phases until :meth:`_finished`."""
+
+    @property
+    @abc.abstractmethod
+    def train_noise(self) -> float: ...
+
+    @abc.abstractmethod
+    def _projection(self, updates_left: int) -> tuple[int, float]:
+        """(train episodes left to collect, seconds per planned action) for the cost line."""
+
+    def _test_extras(self) -> dict[str, float]:
+        """Scalars a test phase logs beside the return (PlaNet: the test-batch losses)."""
+        return {}
+
+    # ---- derived counters ------------------------------------------------------------------
+
+    @property
+    def train_visible(self) -> int:
+        """Train episodes the learner may use now (seed + collected so far)."""
+        return self.cfg.schedule.seed_episodes + self.counters.train_collected
+
+    @property
+    def env_steps(self) -> int:
+        """Simulator steps in the visible training data (the paper's x-axis)."""
+        steps = sum(e.policy_steps for e in self.train_store[: self.train_visible])
+        return steps * self.cfg.action_repeat
+
+    def _test_due(self) -> bool:
+        since = self.counters.updates - max(0, self.counters.last_test_updates)
+        return since >= self.cfg.schedule.test_every_updates
+
+    # ---- the run ---------------------------------------------------------------------------
+
+    def train(self) -> dict[str, Any]:
+        """Run (or continue) the schedule; returns a summary. Ctrl-C checkpoints and returns."""
+        with stop_on_signals(self):
+            try:
+                self._seed_episodes()
+                self._start_progress()
+                self._schedule()
+                if self.counters.last_test_updates != self.counters.updates:
+                    self._test_phase()  # every run ends with a score and a checkpoint
+            except StopRequested:
+                self.save()
+                print(
+                    f"stopped at {self.counters.updates} updates, checkpoint saved; continue with "
+                    f"planet train --resume --run-dir {self.run.path}"
+                )
+            finally:
+                self._close_progress()
+                self.logger.close()
+                self.env.close()
+        return self.summary()
+
+    def _finished(self) -> bool:
+        s = self.cfg.schedule
+        if self.counters.updates >= s.total_updates:
+            return True
+        return s.max_hours is not None and self.logger.wall_seconds >= s.max_hours * 3600
+
+    def _check_stop(self) -> None:
+        if self.stop_requested:
+            raise StopRequested
+
+    def _seed_episodes(self) -> None:
+        s = self.cfg.schedule
+        start = time.perf_counter()
+        made = collect_random(self.cfg, self.run, "train", s.seed_episodes)
+        made += collect_random(self.cfg, self.run, "test", s.test_seed_episodes)
+        self.train_store.refresh()
+        self.test_store.refresh()
+        if made:
+            env_steps = sum(m.policy_steps for m in made) * self.cfg.action_repeat
+            self.env_steps_per_second = env_steps / (time.perf_counter() - start)
+        if self.counters.metrics_records == 0:  # a fresh run logs its seed returns once
+            for split, store, count in (
+                ("train", self.train_store, s.seed_episodes),
+                ("test", self.test_store, s.test_seed_episodes),
+            ):
+                for episode in store[:count]:
+                    self.logger.log(
+                        {f"seed/{split}_return": float(episode.reward.sum())},
+                        env_steps=self.env_steps,
+                        updates=0,
+                    )
+
+    def _after_update(
+        self, metrics: dict[str, float], seconds: float, finite: tuple[str, ...]
+    ) -> None:
+        """Count the update, guard against a diverged loss, time it, log every few."""
+        if not all(math.isfinite(metrics[k]) for k in finite):
+            values = ", ".join(f"{k} {metrics[k]}" for k in finite)
+            raise UserError(
+                f"the loss became non-finite at update {self.counters.updates + 1} ({values}): "
+                f"stopped; the last good checkpoint stays in {self.run.checkpoints} "
+                "(try a lower learning rate)"
+            )
+        self.seconds_per_update = (
+            seconds
+            if math.isnan(self.seconds_per_update)
+            else 0.9 * self.seconds_per_update + 0.1 * seconds
+        )
+        self.counters.updates += 1
+        self._advance_progress()
+        if self.counters.updates == self._cost_probe_at:
+            self._print_cost_line()
+        log_every = max(1, self.cfg.schedule.test_every_updates // 20)
+        if self.counters.updates % log_every == 0:
+            scalars = {f"train/{k}": v for k, v in metrics.items()}
+            scalars["seconds_per_update"] = self.seconds_per_update
+            self.logger.log(scalars, env_steps=self.env_steps, updates=self.counters.updates)
+
+    def _agent_episode(self, split: str, index: int, noise: float) -> Episode:
+        """Episode ``index`` of ``split`` played by the agent -- or, if a run before a crash
+        already saved it, that file (same seed, same weights: the same episode)."""
+        store = self.train_store if split == "train" else self.test_store
+        if index < len(store):
+            return store[index]
+        if index > len(store):
+            raise UserError(
+                f"{split}_episodes/ is missing episodes before #{index}; was a file deleted?"
+            )
+        seed = episode_seed(self.cfg.seed, split, index)
+        agent = self._make_agent(seed, noise)
+        start = time.perf_counter()
+        episode = run_episode(self.env, agent, seed, should_stop=self._check_stop)
+        self.seconds_per_action = (time.perf_counter() - start) / max(1, episode.policy_steps)
+        store.add(episode)
+        return episode
+
+    def _train_episode(self) -> None:
+        episode = self._agent_episode("train", self.train_visible, self.train_noise)
+        self.counters.train_collected += 1
+        self.logger.log(
+            {
+                "train/return": float(episode.reward.sum()),
+                "train/episodes": self.train_visible,
+                "seconds_per_action": self.seconds_per_action,
+            },
+            env_steps=self.env_steps,
+            updates=self.counters.updates,
+        )
+
+    def _test_phase(self) -> None:
+        s, k = self.cfg.schedule, self.counters.tests_done
+        scalars = {f"test/{name}": value for name, value in self._test_extras().items()}
+        returns = []
+        for j in range(s.test_episodes):
+            index = s.test_seed_episodes + k * s.test_episodes + j
+            episode = self._agent_episode("test", index, 0.0)
+            returns.append(float(episode.reward.sum()))
+            if j == 0:
+                name = f"test-{self.counters.updates:07d}.mp4"
+                write_video(self.run.videos / name, episode.image, fps=10)
+        scalars["test/return"] = float(np.mean(returns))
+        scalars["env_steps_per_second"] = self.env_steps_per_second
+        scalars["seconds_per_action"] = self.seconds_per_action
+        self.logger.log(scalars, env_steps=self.env_steps, updates=self.counters.updates)
+        self.counters.tests_done = k + 1
+        self.counters.last_test_updates = self.counters.updates
+        self.save()
+        self._describe_progress(f"test return {scalars['test/return']:.1f}")
+
+    @property
+    def visible_test_episodes(self) -> int:
+        s = self.cfg.schedule
+        return s.test_seed_episodes + self.counters.tests_done * s.test_episodes
+
+    # ---- checkpoint, cost, progress, summary -------------------------------------------------
+
+    def save(self) -> Path:
+        self.counters.wall_seconds = self.logger.wall_seconds
+        self.counters.metrics_records = self.logger.records
+        state = {
+            self.learner_key: self._learner_state(),
+            "counters": vars(self.counters).copy(),
+            "rng": capture_rng(),
+            "config": self.cfg.to_dict(),
+        }
+        return save_checkpoint(self.run.checkpoints / CHECKPOINT_NAME, state)
+
+    def _print_cost_line(self) -> None:
+        """Throughput and the projected wall-clock time of the whole configured run."""
+        s = self.cfg.schedule
+        policy_steps = self.cfg.episode_policy_steps
+        updates_left = max(0, s.total_updates - self.counters.updates)
+        train_left, action_seconds = self._projection(updates_left)
+        tests_left = updates_left // s.test_every_updates + 1
+        env_seconds = policy_steps * self.cfg.action_repeat / self.env_steps_per_second
+        episode_seconds = policy_steps * action_seconds + (
+            0.0 if math.isnan(env_seconds) else env_seconds
+        )
+        hours = (
+            updates_left * self.seconds_per_update
+            + (train_left + tests_left * s.test_episodes) * episode_seconds
+        ) / 3600
+        limit = "" if s.max_hours is None else f"; stops at --schedule.max-hours {s.max_hours:g}"
+        print(
+            f"cost: {self.env_steps_per_second:,.0f} env steps/s (random policy), "
+            f"{self.seconds_per_update:.4f} s/update, {action_seconds:.4f} s/action -> projected "
+            f"{hours:.2f} h for {updates_left} updates, {train_left} train and "
+            f"{tests_left * s.test_episodes} test episodes of {policy_steps} policy steps{limit}",
+            flush=True,
+        )
+        self.logger.log(
+            {
+                "cost/env_steps_per_second": self.env_steps_per_second,
+                "cost/seconds_per_update": self.seconds_per_update,
+                "cost/seconds_per_action": action_seconds,
+                "cost/projected_hours": hours,
+            },
+            env_steps=self.env_steps,
+            updates=self.counters.updates,
+        )
+
+    def _start_progress(self) -> None:
+        if self.progress:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("updates"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+            )
+            self._task = self._bar.add_task(
+                f"training {self.cfg.variant}",
+                total=self.cfg.schedule.total_updates,
+                completed=self.counters.updates,
+            )
+            self._bar.start()
+
+    def _advance_progress(self) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, completed=self.counters.updates)
+
+    def _describe_progress(self, text: str) -> None:
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, description=text)
+        else:
+            print(
+                f"[{self.counters.updates}/{self.cfg.schedule.total_updates} updates, "
+                f"{self.env_steps} env steps, {self.logger.wall_seconds / 60:.1f} min] {text}",
+                flush=True,
+            )
+
+    def _close_progress(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def summary(self) -> dict[str, Any]:
+        returns = [
+            r["test/return"] for r in read_metrics(self.run.metrics_path) if "test/return" in r
+        ]
+        return {
+            "run_dir": str(self.run.path),
+            "updates": self.counters.updates,
+            "env_steps": self.env_steps,
+            "test_returns": returns,
+            "wall_seconds": round(self.counters.wall_seconds, 1),
+        }
