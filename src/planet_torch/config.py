@@ -200,6 +200,9 @@ class PlannerConfig:
     """Std of Gaussian exploration noise on collected training episodes (original: 0.3)."""
     test_noise: float = 0.0
     """Std of exploration noise on test episodes (original: 0)."""
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
+    """Arithmetic of the imagined rollouts. ``auto``: bfloat16 on a CPU where it measures
+    >= 1.3x faster (avx512_bf16, AMX), else float32. Original: float32."""
 
 
 @dataclass(frozen=True)
@@ -353,6 +356,10 @@ class Config:
             ),
             (self.planner.iterations >= 0, "planner.iterations must be >= 0"),
             (self.planner.train_noise >= 0 and self.planner.test_noise >= 0, "noise must be >= 0"),
+            (
+                self.planner.compute_dtype in ("auto", "float32", "bfloat16"),
+                "planner.compute-dtype must be auto, float32 or bfloat16",
+            ),
             (self.schedule.seed_episodes >= 1, "schedule.seed-episodes must be >= 1"),
             (
                 self.schedule.collect_every_updates >= 1,
@@ -433,10 +440,17 @@ CPU = override(
         "reward_layers": 2,
         "reward_units": 128,
     },
-    planner={"candidates": 300, "top_k": 30, "iterations": 6, "horizon": 12},
+    planner={
+        "candidates": 300,
+        "top_k": 30,
+        "iterations": 6,
+        "horizon": 12,
+        "compute_dtype": "auto",
+    },
     schedule={
         "collect_every_updates": 50,
         "test_every_updates": 250,
+        "test_episodes": 2,  # one 125-step episode scores ±100 on its own
         "total_updates": 10000,
         "max_hours": 1.0,
     },

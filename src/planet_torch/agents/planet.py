@@ -22,6 +22,7 @@ from planet_torch.config import PlannerConfig
 from planet_torch.envs.base import Observation
 from planet_torch.models import State, WorldModel
 from planet_torch.planning.cem import CEMIteration, cross_entropy_method
+from planet_torch.planning.latent import LatentObjective, choose_dtype, supports_fast_objective
 
 
 class PlanetAgent:
@@ -42,6 +43,12 @@ class PlanetAgent:
         self.batch = batch
         self.on_iteration = on_iteration
         self.action_size = model.action_size
+        # The fast objective (planning/latent.py) where the model allows, in the arithmetic the
+        # config asks for; the world model's reference imagine_return otherwise.
+        self.compute_dtype = choose_dtype(planner.compute_dtype, model, planner.candidates)
+        self.objective: LatentObjective | None = None
+        if supports_fast_objective(model):
+            self.objective = LatentObjective(model, self.compute_dtype)
         self.reset()
 
     def reset(self) -> None:
@@ -56,7 +63,13 @@ class PlanetAgent:
         # Problem-major tiling: candidates of env b are rows b*J .. (b+1)*J-1 (cem.py's layout).
         start = self.belief.map(lambda x: x.repeat_interleave(p.candidates, dim=0))
 
+        fast = self.objective
+        if fast is not None:
+            fast.refresh()  # the weights may have changed since the last decision
+
         def objective(actions: Tensor) -> Tensor:  # [H, B*J, A] -> [B*J]
+            if fast is not None:
+                return fast(start, actions, self.generator)
             return self.model.imagine_return(start, actions, self.generator)
 
         init_mean = None

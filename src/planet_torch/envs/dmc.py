@@ -91,6 +91,41 @@ class DmcEnv(Env):
         self.physics.set_state(np.asarray(physics_state, np.float64), sig=_full_state())
         self.physics.forward()  # recompute positions, sensors and contacts for observations
 
+    def simulate_returns(self, actions: np.ndarray) -> np.ndarray:
+        """Returns of N open-loop action sequences from the current state, on the real physics.
+
+        ``actions`` [H, N, A] in [-1, 1] (policy steps, each repeated ``action_repeat`` times as
+        :meth:`step` does) -> [N] float64, the summed task rewards. No rendering; a sequence
+        stops at a termination. The physics state is restored afterwards bit for bit, so the
+        episode goes on as if nothing had been simulated (the "CEM + true simulator" upper bound).
+        """
+        actions = np.clip(np.asarray(actions, np.float32), -1.0, 1.0)  # as step() sends them
+        horizon, candidates, action_size = actions.shape
+        if action_size != self.action_size:
+            raise ValueError(f"actions have {action_size} dims, the task has {self.action_size}")
+        start = self.get_physics_state()
+        task, physics, sig = self._env.task, self.physics, _full_state()
+        sub_steps = self._env._n_sub_steps  # dm_control's physics steps per env step
+        returns = np.zeros(candidates)
+        try:
+            for n in range(candidates):
+                physics.set_state(start, sig=sig)
+                for h in range(horizon):
+                    native = self._to_native(actions[h, n])
+                    for _ in range(self.action_repeat):  # as dm_control's Environment.step
+                        task.before_step(native, physics)
+                        physics.step(sub_steps)
+                        task.after_step(physics)
+                        returns[n] += task.get_reward(physics) or 0.0
+                        if task.get_termination(physics) is not None:
+                            break
+                    else:
+                        continue
+                    break
+        finally:
+            self.set_physics_state(start)
+        return returns
+
     def close(self) -> None:
         self._renderer.close()
         self._env.close()

@@ -1,0 +1,145 @@
+"""The latent planning objective and the MPC agent: same function as the world model, aligned
+belief updates, batched environments, low-precision planning that chooses the same actions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from planet_torch.agents.planet import PlanetAgent
+from planet_torch.config import DEBUG, PAPER, Config, override
+from planet_torch.models import WorldModel
+from planet_torch.planning.latent import LatentObjective, choose_dtype, supports_fast_objective
+
+SMALL = override(
+    PAPER,
+    model={"belief_size": 32, "state_size": 8, "hidden_size": 32, "cnn_depth": 4},
+    planner={"candidates": 64, "top_k": 8, "iterations": 3, "horizon": 5},
+)
+
+
+def _model(cfg: Config, action_size: int = 2, seed: int = 0) -> WorldModel:
+    torch.manual_seed(seed)
+    return WorldModel(cfg, action_size).eval()
+
+
+def _random_state(model: WorldModel, n: int) -> object:
+    g = torch.Generator().manual_seed(5)
+    return model.initial_state(n).map(lambda x: x + torch.randn(x.shape, generator=g))
+
+
+def test_fast_objective_is_the_world_models_imagine_return() -> None:
+    model = _model(SMALL)
+    state = _random_state(model, 40)
+    actions = torch.rand(5, 40, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        reference = model.imagine_return(state, actions, torch.Generator().manual_seed(3))
+        fast = LatentObjective(model)(state, actions, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+    # deterministic-only variant (no sampling): still the same function
+    det = _model(override(SMALL, model={"mean_only": True}))
+    with torch.inference_mode():
+        reference = det.imagine_return(state, actions)
+        torch.testing.assert_close(LatentObjective(det)(state, actions), reference)
+
+
+def test_fast_objective_follows_weight_updates_after_refresh() -> None:
+    """float32 weights are the parameters themselves; bfloat16 copies follow on refresh()."""
+    model = _model(SMALL)
+    fp32, bf16 = LatentObjective(model), LatentObjective(model, torch.bfloat16)
+    state, actions = _random_state(model, 8), torch.zeros(5, 8, 2)
+    before = [f(state, actions, torch.Generator().manual_seed(0)) for f in (fp32, bf16)]
+    with torch.no_grad():
+        model.reward_head.net[-1].bias += 1.0  # every predicted reward +1
+    torch.testing.assert_close(
+        fp32(state, actions, torch.Generator().manual_seed(0)), before[0] + 5
+    )
+    torch.testing.assert_close(bf16(state, actions, torch.Generator().manual_seed(0)), before[1])
+    bf16.refresh()
+    after = bf16(state, actions, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(after, before[1] + 5.0, atol=0.1, rtol=0.02)  # horizon 5
+
+
+def test_bfloat16_planning_ranks_candidates_like_float32() -> None:
+    model = _model(override(PAPER, model={"cnn_depth": 4}), action_size=6)
+    state = _random_state(model, 500)
+    actions = torch.rand(12, 500, 6, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    fp32 = LatentObjective(model, torch.float32)(state, actions, torch.Generator().manual_seed(0))
+    bf16 = LatentObjective(model, torch.bfloat16)(state, actions, torch.Generator().manual_seed(0))
+    assert bf16.dtype == torch.float32
+    top32 = set(fp32.topk(50).indices.tolist())
+    top16 = set(bf16.topk(50).indices.tolist())
+    assert len(top32 & top16) >= 45, len(top32 & top16)
+    assert (fp32 - bf16).abs().max() < 0.05 * fp32.std()
+
+
+def test_dtype_choice() -> None:
+    model = _model(SMALL)
+    assert choose_dtype("float32", model, 64) == torch.float32
+    assert choose_dtype("bfloat16", model, 64) == torch.bfloat16
+    assert choose_dtype("auto", model, 64) in (torch.float32, torch.bfloat16)
+    ssm = _model(override(SMALL, model={"kind": "ssm"}))
+    assert not supports_fast_objective(ssm)
+    assert choose_dtype("auto", ssm, 64) == torch.float32
+
+
+def _noiseless(model: WorldModel) -> WorldModel:
+    """Embed without dequantisation noise, so that two code paths see identical embeddings."""
+
+    def embed(image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = ((image >> 3).float() + 0.5) / 32 - 0.5
+        return model.encoder(x.movedim(-1, -3))
+
+    model.embed = embed  # type: ignore[method-assign]
+    return model
+
+
+def _frames(steps: int, batch: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (steps, batch, 64, 64, 3), np.uint8)
+
+
+@pytest.mark.parametrize("kind", ["rssm", "ssm"])
+def test_agent_belief_is_the_world_models_posterior_over_the_same_sequence(kind: str) -> None:
+    """Acting feeds (a_{t-1}, o_t) exactly as a training chunk pairs action[t] with image[t]:
+    the agent's belief after T steps equals the model's filtering posterior of the chunk."""
+    cfg = override(SMALL, model={"kind": kind, "mean_only": True})  # no sampling noise
+    model = _noiseless(_model(cfg))
+    agent = PlanetAgent(model, cfg.planner, noise=0.3, generator=torch.Generator().manual_seed(0))
+    frames = _frames(6, 1, seed=1)
+    executed = []
+    for t in range(6):
+        executed.append(agent.act_batch(frames[t]))
+    # The chunk: row t holds the frame and the action executed *before* it (zeros at t = 0).
+    action = torch.from_numpy(np.stack([np.zeros((1, 2), np.float32), *executed[:-1]]))
+    with torch.inference_mode():
+        embed = model.embed(torch.from_numpy(frames))
+        posterior, _ = model.rssm.observe(embed, action)
+    torch.testing.assert_close(agent.belief.belief, posterior.belief[-1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(agent.belief.mean, posterior.mean[-1], atol=1e-5, rtol=1e-5)
+
+
+def test_agent_plans_for_a_batch_of_environments_at_once() -> None:
+    cfg = override(
+        DEBUG,
+        model={"mean_only": True},  # no posterior sampling: beliefs comparable across agents
+        planner={"candidates": 32, "top_k": 4, "iterations": 2},
+    )
+    model = _noiseless(_model(cfg))
+    frames = _frames(3, 3, seed=2)
+    batched = PlanetAgent(model, cfg.planner, noise=0.0, generator=torch.Generator(), batch=3)
+    actions = np.stack([batched.act_batch(frames[t]) for t in range(3)])  # [T, 3, A]
+    assert actions.shape == (3, 3, 2) and np.all(np.abs(actions) <= 1.0)
+    assert batched.belief.belief.shape[0] == 3
+    # each environment's belief is what a single-env agent would hold for that env alone
+    for b in range(3):
+        single = PlanetAgent(model, cfg.planner, noise=0.0, generator=torch.Generator())
+        single.prev_action = torch.zeros(1, 2)
+        for t in range(3):
+            single.belief = model.filter(
+                single.belief, single.prev_action, torch.from_numpy(frames[t, b : b + 1])
+            )
+            single.prev_action = torch.from_numpy(actions[t, b : b + 1])
+        torch.testing.assert_close(
+            single.belief.belief, batched.belief.belief[b : b + 1], atol=1e-5, rtol=1e-5
+        )
