@@ -102,6 +102,8 @@ def ours(job: str, device: str, warmup: int, repeats: int, variant: str) -> dict
     cfg = PAPER
     if "matched" in variant:  # Kaixhin's reward head (2×200), not the original's 3×300
         cfg = override(cfg, model={"reward_layers": 2, "reward_units": 200})
+    if variant == "ours_nograph":  # the same decision without the CUDA graph (GPU only)
+        cfg = override(cfg, planner={"cuda_graph": False})
     if variant.endswith("bf16"):  # bfloat16 convolutions in training, bfloat16 planning
         cfg = override(
             cfg, model={"compute_dtype": "bfloat16"}, planner={"compute_dtype": "bfloat16"}
@@ -136,7 +138,16 @@ def ours(job: str, device: str, warmup: int, repeats: int, variant: str) -> dict
 
     last = model.decoder.net[-1]
     last.forward = types.MethodType(nn.ConvTranspose2d.forward, last)
-    return {"seconds": seconds, "gflop_per_call": _count_gflop(call)}
+    if job == "train":
+        return {"seconds": seconds, "gflop_per_call": _count_gflop(call)}
+    # FLOPs of one decision counted eagerly (a CUDA graph replay dispatches no countable ops)
+    with torch.inference_mode():
+        gflop = _count_gflop(lambda: agent._plan(agent.belief, None))
+    return {
+        "seconds": seconds,
+        "gflop_per_call": gflop,
+        "cuda_graph_used": agent._graph is not None,
+    }
 
 
 def kaixhin(job: str, device: str, warmup: int, repeats: int) -> dict[str, Any]:
@@ -296,7 +307,8 @@ def main() -> None:
     )
     for job in args.jobs:
         results: dict[str, Any] = {}
-        for impl in IMPLS:
+        impls = IMPLS if args.device == "cpu" else ("ours_nograph", *IMPLS)
+        for impl in impls:
             command = [sys.executable, __file__, "--child", impl, job, "--device", args.device]
             command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
             out = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -315,7 +327,7 @@ def main() -> None:
                 file=log,
                 flush=True,
             )
-        for impl in IMPLS[:-1]:
+        for impl in impls[:-1]:
             if impl in results and "kaixhin" in results:
                 speedup = results["kaixhin"]["median_s"] / results[impl]["median_s"]
                 results[impl]["speedup_vs_kaixhin"] = speedup

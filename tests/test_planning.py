@@ -45,20 +45,24 @@ def test_fast_objective_is_the_world_models_imagine_return() -> None:
 
 
 def test_fast_objective_follows_weight_updates_after_refresh() -> None:
-    """float32 weights are the parameters themselves; bfloat16 copies follow on refresh()."""
+    """The objective snapshots the weights; refresh() updates the snapshot in place."""
     model = _model(SMALL)
-    fp32, bf16 = LatentObjective(model), LatentObjective(model, torch.bfloat16)
-    state, actions = _random_state(model, 8), torch.zeros(5, 8, 2)
-    before = [f(state, actions, torch.Generator().manual_seed(0)) for f in (fp32, bf16)]
-    with torch.no_grad():
-        model.reward_head.net[-1].bias += 1.0  # every predicted reward +1
-    torch.testing.assert_close(
-        fp32(state, actions, torch.Generator().manual_seed(0)), before[0] + 5
-    )
-    torch.testing.assert_close(bf16(state, actions, torch.Generator().manual_seed(0)), before[1])
-    bf16.refresh()
-    after = bf16(state, actions, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(after, before[1] + 5.0, atol=0.1, rtol=0.02)  # horizon 5
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.bfloat16, 0.1)):
+        objective = LatentObjective(model, dtype)
+        buffers = [t.data_ptr() for t in objective._buffers.values()]
+        state, actions = _random_state(model, 8), torch.zeros(5, 8, 2)
+        before = objective(state, actions, torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            model.reward_head.net[-1].bias += 1.0  # every predicted reward +1
+            model.rssm.transition_in.weight.mul_(1.0)  # (weights change in place in training)
+        stale = objective(state, actions, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(stale, before)
+        objective.refresh()
+        assert [t.data_ptr() for t in objective._buffers.values()] == buffers  # same memory
+        after = objective(state, actions, torch.Generator().manual_seed(0))
+        torch.testing.assert_close(after, before + 5.0, atol=tolerance, rtol=0.02)  # horizon 5
+        with torch.no_grad():
+            model.reward_head.net[-1].bias -= 1.0
 
 
 def test_bfloat16_planning_ranks_candidates_like_float32() -> None:

@@ -177,6 +177,43 @@ class Plot:
         return 0
 
 
+@dataclass(frozen=True)
+class Inspect:
+    """Figures + report.html: open-loop predictions, rewards, what the latent knows, the planner."""
+
+    run_dir: Path
+    """The PlaNet run folder to inspect."""
+    checkpoint: Path | None = None
+    """A checkpoint file (default: the run's latest)."""
+    output: Annotated[Path | None, tyro.conf.arg(aliases=("-o",))] = None
+    """Folder for the figures and report.html (default: <run>/inspect-<updates>/)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where the networks run."""
+    horizon: int = 30
+    """Policy steps imagined open loop after the 5 context frames."""
+    planner_steps: tuple[int, ...] = (0, 20, 60)
+    """Steps of a fresh episode at which the planner's decision is shown."""
+    sim_candidates: int = 100
+    """Candidates of the true-simulator planner shown beside it (dm_control tasks)."""
+
+    def run(self) -> int:
+        from planet_torch.training.inspection import inspect_run
+
+        if self.horizon < 1 or self.sim_candidates < 1:
+            raise UserError("--horizon and --sim-candidates must be >= 1")
+        report = inspect_run(
+            self.run_dir,
+            self.checkpoint,
+            self.output,
+            self.device,
+            self.horizon,
+            self.planner_steps,
+            self.sim_candidates,
+        )
+        print(f"report: {report}  (figures beside it)")
+        return 0
+
+
 def _commands(cfg: Config, preset_name: PresetName) -> Any:
     """The tyro union of subcommands, with config defaults taken from the chosen preset."""
     sub = tyro.conf.subcommand
@@ -184,6 +221,7 @@ def _commands(cfg: Config, preset_name: PresetName) -> Any:
         Annotated[Train, sub("train", default=Train(config=cfg, preset=preset_name))],
         Annotated[Eval, sub("eval")],
         Annotated[Plot, sub("plot")],
+        Annotated[Inspect, sub("inspect")],
         Annotated[Collect, sub("collect", default=Collect(config=cfg, preset=preset_name))],
         Annotated[Doctor, sub("doctor", default=Doctor())],
     ]
@@ -245,6 +283,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("planet: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as error:
+        if not _out_of_memory(error):
+            raise
+        print(
+            "planet: error: out of memory ("
+            + " ".join(str(error).split())[:160]
+            + "); lower --data.batch-size, --data.chunk-length or --planner.candidates, or use "
+            "--preset cpu (see `planet doctor`); a training run keeps its last checkpoint and "
+            "--resume continues it",
+            file=sys.stderr,
+        )
+        return 2
+
+
+def _out_of_memory(error: BaseException) -> bool:
+    """CPU allocator failures, CUDA out-of-memory (torch.OutOfMemoryError is a RuntimeError)."""
+    if isinstance(error, MemoryError):
+        return True
+    text = str(error)
+    return any(
+        marker in text
+        for marker in (
+            "not enough memory",
+            "out of memory",
+            "DefaultCPUAllocator",
+            "std::bad_alloc",
+        )
+    )
 
 
 if __name__ == "__main__":

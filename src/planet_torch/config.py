@@ -200,6 +200,9 @@ class PlannerConfig:
     """Std of Gaussian exploration noise on collected training episodes (original: 0.3)."""
     test_noise: float = 0.0
     """Std of exploration noise on test episodes (original: 0)."""
+    cuda_graph: bool = True
+    """On a GPU, capture one whole decision as a CUDA graph and replay it (same algorithm; an
+    implementation speed-up: a decision is thousands of tiny kernels)."""
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     """Arithmetic of the imagined rollouts. ``auto``: bfloat16 on a CPU where it measures
     >= 1.3x faster (avx512_bf16, AMX), else float32. Original: float32."""

@@ -210,6 +210,27 @@ def check_disk(run_dir: Path) -> Result:
     return Result(True, detail)
 
 
+MIN_AVAILABLE_MEMORY_GB = 4.0
+"""The paper preset's update peaks at about 3 GB of RSS on a CPU; the cpu preset at 0.7 GB."""
+
+
+def check_memory() -> Result:
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        available_gb = int(fields["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return Result(True, "unknown (no /proc/meminfo)")
+    detail = f"{available_gb:.1f} GiB available"
+    if available_gb < MIN_AVAILABLE_MEMORY_GB:
+        return Result(
+            False,
+            detail,
+            "the paper preset needs about 3 GB at batch 50 × 50: use --preset cpu, or a smaller "
+            "--data.batch-size / --data.chunk-length",
+        )
+    return Result(True, detail + " (paper preset update ≈ 3 GB, cpu preset ≈ 0.7 GB)")
+
+
 def run_checks(run_dir: Path, render_frames: int = 200) -> int:
     checks: list[tuple[str, Callable[[], Result]]] = [
         ("python", check_python),
@@ -217,6 +238,7 @@ def run_checks(run_dir: Path, render_frames: int = 200) -> int:
         ("torch", check_torch),
         ("mujoco", lambda: check_mujoco(render_frames)),
         ("sdl", check_sdl),
+        ("memory", check_memory),
         ("disk", lambda: check_disk(run_dir)),
     ]
     failed = 0

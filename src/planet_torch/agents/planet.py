@@ -12,6 +12,7 @@ an episode start — exactly how training chunks pair ``action[t]`` with ``image
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -49,6 +50,10 @@ class PlanetAgent:
         self.objective: LatentObjective | None = None
         if supports_fast_objective(model):
             self.objective = LatentObjective(model, self.compute_dtype)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_failed = False
+        self._static_belief: State | None = None
+        self._static_plan = torch.empty(0)
         self.reset()
 
     def reset(self) -> None:
@@ -60,9 +65,20 @@ class PlanetAgent:
     def plan(self) -> Tensor:
         """CEM from the current belief; returns the plan's mean [H, B, A]."""
         p = self.planner
-        # Problem-major tiling: candidates of env b are rows b*J .. (b+1)*J-1 (cem.py's layout).
-        start = self.belief.map(lambda x: x.repeat_interleave(p.candidates, dim=0))
+        init_mean = None
+        if p.warm_start and self.prev_plan is not None:
+            # The previous plan shifted by one step, the new last step from the prior N(0, 1).
+            init_mean = torch.cat([self.prev_plan[1:], torch.zeros_like(self.prev_plan[:1])])
+        graphed = self._graph_allowed()
+        plan = self._plan_graphed() if graphed else self._plan(self.belief, init_mean)
+        self.prev_plan = plan
+        return plan
 
+    def _plan(self, belief: State, init_mean: Tensor | None) -> Tensor:
+        p = self.planner
+        # Problem-major tiling: candidates of env b are rows b*J .. (b+1)*J-1 (cem.py's layout).
+        B, J = self.batch, p.candidates  # expand + reshape: no host sync (CUDA graphs)
+        start = belief.map(lambda x: x[:, None].expand(B, J, *x.shape[1:]).reshape(B * J, -1))
         fast = self.objective
         if fast is not None:
             fast.refresh()  # the weights may have changed since the last decision
@@ -72,11 +88,7 @@ class PlanetAgent:
                 return fast(start, actions, self.generator)
             return self.model.imagine_return(start, actions, self.generator)
 
-        init_mean = None
-        if p.warm_start and self.prev_plan is not None:
-            # The previous plan shifted by one step, the new last step from the prior N(0, 1).
-            init_mean = torch.cat([self.prev_plan[1:], torch.zeros_like(self.prev_plan[:1])])
-        plan = cross_entropy_method(
+        return cross_entropy_method(
             objective,
             horizon=p.horizon,
             action_size=self.action_size,
@@ -89,8 +101,48 @@ class PlanetAgent:
             device=self.model.device,
             on_iteration=self.on_iteration,
         )
-        self.prev_plan = plan
-        return plan
+
+    # -- one CUDA graph per decision -----------------------------------------------------------
+    # On a GPU a decision is ~2 000 small kernels (10 iterations × 12 steps × ~15 ops), so launch
+    # latency, not arithmetic, sets its time. Captured once and replayed, the whole decision --
+    # weight snapshot, sampling, imagination, top-k, refit -- is one launch. The generator is
+    # registered with the graph, so every replay draws fresh noise.
+
+    def _graph_allowed(self) -> bool:
+        return (
+            self.planner.cuda_graph
+            and self.model.device.type == "cuda"
+            and self.objective is not None
+            and self.on_iteration is None
+            and not self.planner.warm_start
+            and not self._graph_failed
+            and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+        )
+
+    def _plan_graphed(self) -> Tensor:
+        if self._graph is None:
+            try:
+                self._static_belief = self.belief.map(torch.clone)
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):  # warm-up outside the graph (allocator, kernels)
+                    for _ in range(2):
+                        self._plan(self._static_belief, None)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                graph.register_generator_state(self.generator)
+                with torch.cuda.graph(graph):
+                    self._static_plan = self._plan(self._static_belief, None)
+                self._graph = graph
+            except Exception as error:  # a driver or PyTorch without support: plan eagerly
+                warnings.warn(f"planning without a CUDA graph ({error})", stacklevel=2)
+                self._graph_failed = True
+                return self._plan(self.belief, None)
+        assert self._static_belief is not None
+        for static, current in zip(self._static_belief, self.belief, strict=True):
+            static.copy_(current)
+        self._graph.replay()
+        return self._static_plan.clone()
 
     @torch.inference_mode()
     def act_batch(self, images: np.ndarray) -> np.ndarray:

@@ -63,8 +63,13 @@ def cross_entropy_method(
     mean = torch.zeros(shape, device=device) if init_mean is None else init_mean.clone()
     std = torch.ones(shape, device=device) if init_std is None else init_std.clone()
     assert mean.shape == shape and std.shape == shape, (mean.shape, std.shape, shape)
-    low_t = torch.as_tensor(low, dtype=mean.dtype, device=mean.device)
-    high_t = torch.as_tensor(high, dtype=mean.dtype, device=mean.device)
+    # torch.full, not as_tensor, for scalars: a fill kernel, no host-to-device copy (CUDA graphs)
+    low_t, high_t = (
+        b.to(mean)
+        if isinstance(b, Tensor)
+        else torch.full((), b, dtype=mean.dtype, device=mean.device)
+        for b in (low, high)
+    )
     for iteration in range(iterations):
         noise = torch.randn(
             (horizon, batch, candidates, action_size), generator=generator, device=mean.device

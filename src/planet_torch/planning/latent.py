@@ -91,31 +91,50 @@ class LatentObjective:
             raise ValueError("LatentObjective needs an RSSM with a GRU cell and future_rnn")
         self.model = model
         self.dtype = dtype
+        self._buffers: dict[str, Tensor] = {}
         self.refresh()
 
     @torch.no_grad()
     def refresh(self) -> None:
+        """Snapshot the model's current weights into this objective's own buffers, in place:
+        the buffers keep their memory, so a CUDA graph that captured :meth:`__call__` (and this
+        method) reads the new weights on its next replay."""
         rssm = self.model.rssm
         assert isinstance(rssm, RSSM) and isinstance(rssm.cell, GRUBlockCell)
-        d, S = self.dtype, rssm.state_size
+        S = rssm.state_size
         w_in = rssm.transition_in.weight  # [hidden, S + A]
-        self.w_s = w_in[:, :S].t().to(d).contiguous()
-        self.w_a = w_in[:, S:].t().to(d).contiguous()
-        self.b_in = rssm.transition_in.bias.to(d)
         w_x, b_x = rssm.cell.input_weights()
-        self.w_x, self.b_x = w_x.to(d).contiguous(), b_x.to(d)
         w_ru, w_c = rssm.cell.hidden_weights()
-        self.w_ru, self.w_c = w_ru.to(d).contiguous(), w_c.to(d).contiguous()
-        self.w_p = rssm.prior_hidden.weight.t().to(d).contiguous()
-        self.b_p = rssm.prior_hidden.bias.to(d)
         w_po, b_po = rssm.prior_out.fused()
-        self.w_po, self.b_po = w_po.to(d).contiguous(), b_po.to(d)
+        weights = {
+            "w_s": w_in[:, :S].t(),
+            "w_a": w_in[:, S:].t(),
+            "b_in": rssm.transition_in.bias,
+            "w_x": w_x,
+            "b_x": b_x,
+            "w_ru": w_ru,
+            "w_c": w_c,
+            "w_p": rssm.prior_hidden.weight.t(),
+            "b_p": rssm.prior_hidden.bias,
+            "w_po": w_po,
+            "b_po": b_po,
+        }
+        linears = [m for m in self.model.reward_head.net if isinstance(m, nn.Linear)]
+        for i, m in enumerate(linears):
+            weights[f"reward_w{i}"], weights[f"reward_b{i}"] = m.weight, m.bias
+        if not self._buffers:
+            self._buffers = {
+                k: torch.empty(v.shape, dtype=self.dtype, device=v.device)
+                for k, v in weights.items()
+            }
+        for name, value in weights.items():
+            self._buffers[name].copy_(value)
+        b = self._buffers
+        self.w_s, self.w_a, self.b_in = b["w_s"], b["w_a"], b["b_in"]
+        self.w_x, self.b_x, self.w_ru, self.w_c = b["w_x"], b["b_x"], b["w_ru"], b["w_c"]
+        self.w_p, self.b_p, self.w_po, self.b_po = b["w_p"], b["b_p"], b["w_po"], b["b_po"]
+        self.reward = [(b[f"reward_w{i}"], b[f"reward_b{i}"]) for i in range(len(linears))]
         self.min_std = rssm.prior_out.min_std
-        self.reward = [
-            (m.weight.to(d), m.bias.to(d))
-            for m in self.model.reward_head.net
-            if isinstance(m, nn.Linear)
-        ]
 
     @torch.inference_mode()
     def __call__(

@@ -1,0 +1,389 @@
+"""``planet inspect``: what a trained PlaNet model knows and how its planner decides.
+
+From a run folder's checkpoint, writes a folder of figures and one ``report.html`` showing them:
+
+1. ``open_loop.png`` — a test episode: 5 context frames, then the model's open-loop imagination
+   beside the truth per horizon step, and the per-step image error.
+2. ``rewards.png`` — predicted vs true reward along that episode, closed loop (filtering every
+   frame) and open loop (imagined from the context with the executed actions).
+3. ``latent.png`` — what the latent knows: R² of a ridge probe from the features to each
+   dimension of the simulator state (fit on train episodes, scored on the test episode), and the
+   KL(posterior ‖ prior) per latent dimension (which dimensions are used).
+4. ``planner_<step>.png`` — at a few steps of a fresh noise-free episode: the distribution of
+   candidate returns per CEM iteration, the elite mean and std of the first action per
+   iteration, the executed action, and (dm_control tasks) the choice of the true-simulator
+   planner at the same physics state.
+
+Everything is computed here from the checkpoint and the run's episodes; nothing is hard-coded.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from planet_torch.agents.planet import PlanetAgent
+from planet_torch.agents.true_sim import TrueSimulatorAgent
+from planet_torch.config import Config, PlannerConfig
+from planet_torch.envs import make_env
+from planet_torch.envs.dmc import DmcEnv
+from planet_torch.errors import UserError
+from planet_torch.fileio import atomic_write, atomic_write_text
+from planet_torch.models import WorldModel
+from planet_torch.planning.cem import CEMIteration
+from planet_torch.replay import EpisodeDir
+from planet_torch.replay.episodes import Episode
+from planet_torch.training.base import CHECKPOINT_NAME, counter_generator, resolve_device
+from planet_torch.training.checkpoint import load_checkpoint
+from planet_torch.training.collect import episode_seed
+from planet_torch.training.loop import Trainer
+from planet_torch.training.run_dir import RunDir
+
+CONTEXT = 5
+"""Context frames before open-loop imagination (the original's open-loop summaries)."""
+
+
+@dataclass
+class Report:
+    """Figures and numbers of one inspection, turned into report.html at the end."""
+
+    title: str
+    sections: list[tuple[str, str, str]] = field(default_factory=list)  # (heading, image, text)
+    numbers: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, heading: str, image: Path, text: str) -> None:
+        self.sections.append((heading, image.name, text))
+
+
+def _load(run_dir: Path, checkpoint: Path | None, device: torch.device) -> tuple[Config, Any, Any]:
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    if cfg.algo != "planet":
+        raise UserError(f"planet inspect explains PlaNet runs; {run.path} was trained with DDPG")
+    path = checkpoint if checkpoint is not None else run.checkpoints / CHECKPOINT_NAME
+    if not path.exists():
+        raise UserError(f"no checkpoint at {path}; train first (or pass --checkpoint)")
+    state = load_checkpoint(path, map_location=device)
+    if Trainer.learner_key not in state:
+        raise UserError(f"{path} holds no PlaNet world model")
+    return cfg, state, run
+
+
+def _savefig(fig: Any, path: Path) -> Path:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write(path, lambda f: f.write(buffer.getvalue()))
+
+
+def _filter(model: WorldModel, episode: Episode, generator: torch.Generator) -> tuple[Any, Any]:
+    """Posterior and prior states [T+1, 1, ...] of a whole episode."""
+    image = torch.from_numpy(episode.image[:, None])
+    action = torch.from_numpy(episode.action[:, None]).to(model.device)
+    return model.rssm.observe(model.embed(image, generator), action, generator=generator)
+
+
+# ---- 1 + 2: open loop and rewards ------------------------------------------------------------
+
+
+def _open_loop(
+    model: WorldModel, episode: Episode, horizon: int, out: Path, report: Report, g: Any
+) -> None:
+    import matplotlib.pyplot as plt
+
+    T = min(CONTEXT + horizon, episode.num_rows)
+    truth = episode.image[:T]
+    images = torch.from_numpy(truth[:, None])
+    actions = torch.from_numpy(episode.action[:T, None])
+    predicted = model.open_loop(images, actions, CONTEXT, g)[:, 0].cpu().numpy()
+    error = ((predicted.astype(np.float32) - truth.astype(np.float32)) / 255.0) ** 2
+    per_step = error.mean(axis=(1, 2, 3))
+    shown = list(range(0, T, max(1, T // 12)))[:12]
+    fig = plt.figure(figsize=(1.3 * len(shown), 4.6))
+    grid = fig.add_gridspec(3, len(shown), height_ratios=[1, 1, 1.3])
+    for i, t in enumerate(shown):
+        for row, (frames, name) in enumerate(((truth, "truth"), (predicted, "model"))):
+            ax = fig.add_subplot(grid[row, i])
+            ax.imshow(frames[t])
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(name)
+            if row == 0:
+                ax.set_title(f"t={t}" + (" ctx" if t < CONTEXT else ""), fontsize=8)
+    ax = fig.add_subplot(grid[2, :])
+    ax.plot(np.arange(T), per_step, marker=".")
+    ax.axvline(CONTEXT - 0.5, color="grey", linestyle="--", label="end of context")
+    ax.set_xlabel("policy step")
+    ax.set_ylabel("image MSE (pixels in [0,1])")
+    ax.legend()
+    path = _savefig(fig, out / "open_loop.png")
+    report.numbers["open_loop_mse_context"] = float(per_step[:CONTEXT].mean())
+    report.numbers["open_loop_mse_imagined"] = float(per_step[CONTEXT:].mean())
+    report.add(
+        "Open-loop prediction",
+        path,
+        f"{CONTEXT} context frames are filtered (reconstructions), then the model imagines "
+        f"{T - CONTEXT} policy steps from the executed actions alone. Mean image MSE: "
+        f"{per_step[:CONTEXT].mean():.4f} in the context, {per_step[CONTEXT:].mean():.4f} imagined.",
+    )
+
+
+def _rewards(
+    model: WorldModel, episode: Episode, horizon: int, out: Path, report: Report, g: Any
+) -> None:
+    import matplotlib.pyplot as plt
+
+    posterior, _ = _filter(model, episode, g)
+    closed = model.reward_head(model.rssm.features(posterior))[:, 0].cpu().numpy()
+    T = min(CONTEXT + horizon, episode.num_rows)
+    action = torch.from_numpy(episode.action[:T, None]).to(model.device)
+    last = posterior.map(lambda x: x[CONTEXT - 1])
+    prior = model.rssm.imagine(action[CONTEXT:], last, g)
+    opened = model.reward_head(model.rssm.features(prior))[:, 0].cpu().numpy()
+    true = episode.reward
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.plot(true, label="true reward", color="black", linewidth=2)
+    ax.plot(closed, label="predicted, closed loop (filtered)")
+    ax.plot(np.arange(CONTEXT, T), opened, label=f"predicted, open loop from t={CONTEXT}")
+    ax.set_xlabel("policy step (row of the episode)")
+    ax.set_ylabel("reward per policy step")
+    ax.legend(fontsize=8)
+    path = _savefig(fig, out / "rewards.png")
+    closed_err = float(np.abs(closed[1:] - true[1:]).mean())
+    open_err = float(np.abs(opened - true[CONTEXT:T]).mean())
+    report.numbers |= {"reward_mae_closed": closed_err, "reward_mae_open": open_err}
+    report.add(
+        "Reward prediction along a test episode",
+        path,
+        f"Mean absolute error per policy step: {closed_err:.3f} closed loop, "
+        f"{open_err:.3f} open loop over {T - CONTEXT} imagined steps. The planner sees only the "
+        "open-loop kind.",
+    )
+
+
+# ---- 3: what the latent knows ----------------------------------------------------------------
+
+
+def _ridge_r2(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """R² per output dimension of a ridge regression (λ = 1e-3 · trace-scaled)."""
+    mean_x, mean_y = x_fit.mean(0), y_fit.mean(0)
+    a, b = x_fit - mean_x, y_fit - mean_y
+    gram = a.T @ a
+    lam = 1e-3 * np.trace(gram) / gram.shape[0]
+    weights = np.linalg.solve(gram + lam * np.eye(gram.shape[0]), a.T @ b)
+    pred = (x - mean_x) @ weights + mean_y
+    residual = ((y - pred) ** 2).sum(0)
+    total = ((y - y.mean(0)) ** 2).sum(0)
+    return 1.0 - residual / np.maximum(total, 1e-12)
+
+
+def _latent(
+    model: WorldModel, train: list[Episode], test: Episode, out: Path, report: Report, g: Any
+) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    text = []
+    if test.state is not None and all(e.state is not None for e in train):
+        fit = [_filter(model, e, g)[0] for e in train]
+        x_fit = np.concatenate([model.rssm.features(p)[:, 0].cpu().numpy() for p in fit])
+        y_fit = np.concatenate([e.state for e in train if e.state is not None])
+        x_test = model.rssm.features(_filter(model, test, g)[0])[:, 0].cpu().numpy()
+        r2 = _ridge_r2(x_fit, y_fit, x_test, test.state)
+        axes[0].bar(np.arange(len(r2)), np.clip(r2, -0.1, 1.0))
+        axes[0].set_ylim(-0.1, 1.0)
+        axes[0].set_xlabel("state dimension (as the env's observation, flattened)")
+        axes[0].set_ylabel("R² on the test episode")
+        axes[0].set_title("linear read-out of the simulator state")
+        report.numbers["state_r2"] = [float(v) for v in r2]
+        text.append(
+            f"A ridge probe from the features [s, h] fit on {len(train)} train episodes explains "
+            f"R² = {np.median(r2):.2f} (median over {len(r2)} state dimensions) of the test "
+            "episode's simulator state."
+        )
+    else:
+        axes[0].text(0.5, 0.5, "episodes carry no simulator state", ha="center")
+    posterior, prior = _filter(model, test, g)
+    q_mean, q_std, p_mean, p_std = posterior.mean, posterior.std, prior.mean, prior.std
+    kl = (
+        torch.log(p_std / q_std) + (q_std**2 + (q_mean - p_mean) ** 2) / (2 * p_std**2) - 0.5
+    )  # [T, 1, S]
+    per_dim = kl[:, 0].mean(0).cpu().numpy()
+    axes[1].bar(np.arange(len(per_dim)), per_dim)
+    axes[1].set_xlabel("latent dimension of s")
+    axes[1].set_ylabel("mean KL(q‖p) [nats]")
+    axes[1].set_title("which stochastic dimensions carry information")
+    path = _savefig(fig, out / "latent.png")
+    used = int((per_dim > 0.1).sum())
+    report.numbers["kl_per_dim"] = [float(v) for v in per_dim]
+    text.append(
+        f"{used} of {len(per_dim)} stochastic dimensions have a mean KL above 0.1 nats: the "
+        "others are (nearly) unused and follow the prior."
+    )
+    report.add("What the latent knows", path, " ".join(text))
+
+
+# ---- 4: how the planner decides ----------------------------------------------------------------
+
+
+def _planner(
+    cfg: Config,
+    model: WorldModel,
+    device: torch.device,
+    steps: list[int],
+    sim_planner: PlannerConfig,
+    out: Path,
+    report: Report,
+) -> None:
+    seed = episode_seed(cfg.seed, "inspect", 0)
+    recorded: list[CEMIteration] = []
+    agent = PlanetAgent(
+        model,
+        cfg.planner,
+        noise=0.0,
+        generator=counter_generator(device, seed),
+        on_iteration=recorded.append,
+    )
+    env = make_env(cfg, seed=seed)
+    try:
+        sim = None
+        if isinstance(env, DmcEnv):
+            sim = TrueSimulatorAgent(env, sim_planner, generator=torch.Generator().manual_seed(0))
+        observation, total = env.reset(seed=seed), 0.0
+        agent.reset()
+        for t in range(env.max_policy_steps):
+            recorded.clear()
+            sim_action = sim.act(observation) if sim is not None and t in steps else None
+            action = agent.act(observation)
+            if t in steps:
+                _planner_figure(t, recorded, action, sim_action, sim_planner, out, report)
+            result = env.step(action)
+            observation, total = result.observation, total + result.reward
+            if result.done:
+                break
+    finally:
+        env.close()
+    report.numbers["inspect_episode_return"] = total
+
+
+def _planner_figure(
+    t: int,
+    iterations: list[CEMIteration],
+    action: np.ndarray,
+    sim_action: np.ndarray | None,
+    sim_planner: PlannerConfig,
+    out: Path,
+    report: Report,
+) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
+    returns = [it.returns[0].float().cpu().numpy() for it in iterations]
+    returns = [r[np.isfinite(r)] for r in returns]
+    axes[0].violinplot(returns, positions=np.arange(1, len(returns) + 1), showmedians=True)
+    axes[0].set_xlabel("CEM iteration")
+    axes[0].set_ylabel("predicted return of a candidate")
+    axes[0].set_title(f"step {t}: candidate returns")
+    means = np.array([it.mean[0, 0].float().cpu().numpy() for it in iterations])  # [I, A]
+    stds = np.array([it.std[0, 0].float().cpu().numpy() for it in iterations])
+    x = np.arange(1, len(iterations) + 1)
+    for a in range(means.shape[1]):
+        axes[1].errorbar(x, means[:, a], yerr=stds[:, a], capsize=3, label=f"first action[{a}]")
+        axes[1].axhline(action[a], linestyle="--", linewidth=1, color=f"C{a}")
+        if sim_action is not None:
+            axes[1].scatter([x[-1] + 0.4], [sim_action[a]], marker="*", s=120, color=f"C{a}")
+    axes[1].set_xlabel("CEM iteration (bars: elite std; dashed: executed; ★ true simulator)")
+    axes[1].set_ylabel("action")
+    axes[1].set_ylim(-1.1, 1.1)
+    axes[1].legend(fontsize=8)
+    path = _savefig(fig, out / f"planner_{t:04d}.png")
+    text = (
+        f"Executed action {np.round(action, 3).tolist()}; the elite std of the first action "
+        f"shrank from {stds[0].mean():.3f} to {stds[-1].mean():.3f} over {len(iterations)} "
+        "iterations."
+    )
+    if sim_action is not None:
+        text += (
+            f" The true-simulator planner ({sim_planner.candidates} candidates × "
+            f"{sim_planner.iterations} iterations on the real physics) chose "
+            f"{np.round(sim_action, 3).tolist()} at the same state."
+        )
+    report.add(f"How the planner decides at step {t}", path, text)
+
+
+# ---- entry point -------------------------------------------------------------------------------
+
+
+def _write_html(report: Report, out: Path) -> Path:
+    parts = [
+        "<!doctype html><meta charset='utf-8'>",
+        f"<title>{html.escape(report.title)}</title>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}img{max-width:100%}"
+        "</style>",
+        f"<h1>{html.escape(report.title)}</h1>",
+    ]
+    for heading, image, text in report.sections:
+        parts += [
+            f"<h2>{html.escape(heading)}</h2>",
+            f"<p>{html.escape(text)}</p>",
+            f"<img src='{html.escape(image)}' alt='{html.escape(heading)}'>",
+        ]
+    parts.append("<h2>Numbers</h2><pre>" + html.escape(json.dumps(report.numbers, indent=1)))
+    parts.append("</pre>")
+    return atomic_write_text(out / "report.html", "\n".join(parts) + "\n")
+
+
+def inspect_run(
+    run_dir: Path,
+    checkpoint: Path | None = None,
+    output: Path | None = None,
+    device: str = "auto",
+    horizon: int = 30,
+    planner_steps: tuple[int, ...] = (0, 20, 60),
+    sim_candidates: int = 100,
+    sim_iterations: int = 4,
+) -> Path:
+    """Write the figures and report.html; returns the report's path."""
+    torch_device = resolve_device(device)
+    cfg, state, run = _load(run_dir, checkpoint, torch_device)
+    test_dir, train_dir = EpisodeDir(run.test_episodes), EpisodeDir(run.train_episodes)
+    tests, trains = test_dir.paths(), train_dir.paths()
+    if not tests or not trains:
+        raise UserError(f"{run.path} has no episodes to inspect yet; train first")
+    test = test_dir.load(tests[-1])  # the newest: the latest planned test episode
+    train = [e for e in (train_dir.load(p) for p in trains[-5:]) if e is not None]
+    if test is None:
+        raise UserError(f"{tests[-1]} could not be read")
+    probe = test.state.shape[-1] if test.state is not None else 0
+    model = WorldModel(cfg, test.action.shape[-1], probe).to(torch_device)
+    model.load_state_dict(state[Trainer.learner_key]["model"])
+    model.eval()
+    updates = state["counters"]["updates"]
+    out = output if output is not None else run.path / f"inspect-{updates:07d}"
+    out.mkdir(parents=True, exist_ok=True)
+    report = Report(f"{cfg.task} ({cfg.variant}) after {updates} updates — {run.path.name}")
+    report.numbers |= {"task": cfg.task, "updates": updates, "test_episode": tests[-1].name}
+    g = counter_generator(torch_device, cfg.seed, 777)
+    with torch.inference_mode():
+        _open_loop(model, test, horizon, out, report, g)
+        _rewards(model, test, horizon, out, report, g)
+        _latent(model, train, test, out, report, g)
+    sim_planner = PlannerConfig(
+        horizon=cfg.planner.horizon,
+        candidates=sim_candidates,
+        top_k=max(1, sim_candidates // 10),
+        iterations=sim_iterations,
+    )
+    _planner(cfg, model, torch_device, list(planner_steps), sim_planner, out, report)
+    return _write_html(report, out)
