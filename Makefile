@@ -24,12 +24,14 @@ $(STAMP): pyproject.toml constraints.txt
 	@echo "environment ready: $(VPY) ($$($(VPY) --version))"
 
 # A few minutes of the `cpu` preset on cartpole-balance: seed episodes, updates, planned episodes,
-# two test phases; ends with the learning curve, open-loop videos and an eval video.
+# two test phases; ends with the learning curve, open-loop videos, an eval video and the
+# `planet inspect` report (figures + report.html) of what the model learnt.
 DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
 demo: $(STAMP)
 	$(VENV)/bin/planet train --task cartpole-balance --preset cpu --run-dir $(DEMO_RUN) \
 	  --schedule.total-updates 100 --schedule.test-every-updates 50
 	$(VENV)/bin/planet eval --run-dir $(DEMO_RUN) --episodes 1
+	$(VENV)/bin/planet inspect --run-dir $(DEMO_RUN)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -11,20 +11,24 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_env.py", "bench_train_step.py", "bench_planner.py")
+BENCHMARKS: tuple[tuple[str, ...], ...] = (
+    ("bench_env.py",),
+    ("bench_train_step.py",),
+    ("bench_vs_kaixhin.py",),  # needs third_party/kaixhin (see its docstring)
+    ("bench_true_sim.py", "--episodes", "1"),
+)
+"""Script and arguments. bench_planner_choices.py needs a trained run: see BENCHMARKS.md."""
 
 
 def main() -> int:
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     failed = []
-    for name in BENCHMARKS:
+    for name, *args in BENCHMARKS:
         script = HERE / name
-        if not script.exists():
-            continue
-        print(f"== {name}", flush=True)
+        print(f"== {name} {' '.join(args)}", flush=True)
         with open(results / f"{script.stem}.json", "w") as out:
-            code = subprocess.call([sys.executable, str(script)], stdout=out)
+            code = subprocess.call([sys.executable, str(script), *args], stdout=out)
         print(f"   -> {results / (script.stem + '.json')} (exit {code})", flush=True)
         if code:
             failed.append(name)

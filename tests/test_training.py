@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -153,6 +154,28 @@ def test_eval_and_plot_on_a_run(reference, tmp_path):
     result = planet("plot", str(reference), str(reference), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_inspect_writes_a_report_of_real_figures(reference, tmp_path):
+    out = tmp_path / "inspect"
+    args = ["--horizon", "4", "--planner-steps", "0", "3", "--sim-candidates", "8"]
+    result = planet("inspect", "--run-dir", str(reference), "-o", str(out), *args)
+    assert result.returncode == 0, result.stderr
+    report = (out / "report.html").read_text()
+    images = re.findall(r"<img src='([^']+)'", report)
+    expected = {
+        "open_loop.png",
+        "rewards.png",
+        "latent.png",
+        "planner_0000.png",
+        "planner_0003.png",
+    }
+    assert set(images) == expected
+    for name in images:
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    numbers = json.loads(report.split("<pre>")[1].split("</pre>")[0].replace("&quot;", '"'))
+    assert len(numbers["state_r2"]) == 5 and len(numbers["kl_per_dim"]) == 4  # cartpole, debug
+    assert "true-simulator planner" in report  # cartpole is a dm_control task: shown beside
 
 
 def test_user_errors(reference, tmp_path):

@@ -277,6 +277,10 @@ def _planner(
     report.numbers["inspect_episode_return"] = total
 
 
+def _rounded(action: np.ndarray) -> list[float]:
+    return [round(float(a), 3) for a in action]
+
+
 def _planner_figure(
     t: int,
     iterations: list[CEMIteration],
@@ -309,7 +313,7 @@ def _planner_figure(
     axes[1].legend(fontsize=8)
     path = _savefig(fig, out / f"planner_{t:04d}.png")
     text = (
-        f"Executed action {np.round(action, 3).tolist()}; the elite std of the first action "
+        f"Executed action {_rounded(action)}; the elite std of the first action "
         f"shrank from {stds[0].mean():.3f} to {stds[-1].mean():.3f} over {len(iterations)} "
         "iterations."
     )
@@ -317,7 +321,7 @@ def _planner_figure(
         text += (
             f" The true-simulator planner ({sim_planner.candidates} candidates × "
             f"{sim_planner.iterations} iterations on the real physics) chose "
-            f"{np.round(sim_action, 3).tolist()} at the same state."
+            f"{_rounded(sim_action)} at the same state."
         )
     report.add(f"How the planner decides at step {t}", path, text)
 
