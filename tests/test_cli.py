@@ -109,3 +109,14 @@ def test_doctor_passes_here(tmp_path):
     for check in ("python", "packages", "torch", "mujoco", "sdl", "disk"):
         assert f"[ok  ] {check}" in result.stdout, result.stdout
     assert "real 64×64 frames" in result.stdout
+
+
+def test_out_of_memory_is_one_line_error(tmp_path):
+    """A batch no machine can hold: numpy's allocation fails, planet says what to lower."""
+    run = tmp_path / "run"
+    result = planet(
+        "train", "--preset", "debug", "--task", "test-reach", "--run-dir", str(run),
+        "--data.batch-size", "100000000",
+    )  # fmt: skip
+    assert_one_line_error(result, "out of memory", "--data.batch-size")
+    assert (run / "train_episodes").is_dir()  # the seed episodes before it are kept

@@ -69,29 +69,32 @@ class ChunkSampler:
                 f"no stored episode has the {chunk_length} rows a chunk needs (longest: "
                 f"{rows.max()}); shorten data.chunk-length to at most {rows.max()}"
             )
+        # The result arrays first: a batch too large for memory fails here, at once, with
+        # MemoryError (before any per-chunk Python object is made).
+        first = self.episodes[int(eligible[0])]
+        fields = ["image", "action", "reward", "discount"]
+        if first.state is not None:
+            fields.append("state")
+        out = {
+            f: np.empty(
+                (chunk_length, batch_size, *getattr(first, f).shape[1:]), getattr(first, f).dtype
+            )
+            for f in fields
+        }
         picks = eligible[rng.integers(0, eligible.size, size=batch_size)]
         starts = rng.integers(0, rows[picks] - chunk_length + 1)
-        chosen = [self.episodes[i] for i in picks]
-        with_state = [e.state is not None for e in chosen]
-        if any(with_state) and not all(with_state):
-            raise ValueError("some sampled episodes store a state and others do not")
-
-        def cut(field: str) -> np.ndarray:
-            # One copy per chunk straight into the time-major result [L, B, ...].
-            return np.stack(
-                [
-                    getattr(e, field)[s : s + chunk_length]
-                    for e, s in zip(chosen, starts, strict=True)
-                ],
-                axis=1,
-            )
-
+        for b, (i, s) in enumerate(zip(picks, starts, strict=True)):
+            episode = self.episodes[int(i)]
+            if (episode.state is not None) != ("state" in out):
+                raise ValueError("some sampled episodes store a state and others do not")
+            for f in fields:  # one copy per chunk straight into the time-major result [L, B, ...]
+                out[f][:, b] = getattr(episode, f)[s : s + chunk_length]
         return Batch(
-            image=cut("image"),
-            action=cut("action"),
-            reward=cut("reward"),
-            discount=cut("discount"),
-            state=cut("state") if all(with_state) else None,
+            image=out["image"],
+            action=out["action"],
+            reward=out["reward"],
+            discount=out["discount"],
+            state=out.get("state"),
         )
 
 
