@@ -171,8 +171,11 @@ def test_inspect_writes_a_report_of_real_figures(reference, tmp_path):
         "planner_0003.png",
     }
     assert set(images) == expected
+    from matplotlib.image import imread
+
     for name in images:
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+        assert imread(out / name).std() > 0.02, f"{name} is blank"
     numbers = json.loads(report.split("<pre>")[1].split("</pre>")[0].replace("&quot;", '"'))
     assert len(numbers["state_r2"]) == 5 and len(numbers["kl_per_dim"]) == 4  # cartpole, debug
     assert "true-simulator planner" in report  # cartpole is a dm_control task: shown beside

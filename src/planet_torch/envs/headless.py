@@ -16,6 +16,7 @@ import atexit
 import ctypes.util
 import functools
 import os
+import warnings
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,6 +66,10 @@ def configure_headless(need_gl: bool = True) -> str:
                 raise
             return ""
     os.environ["MUJOCO_GL"] = backend
+    if backend == "glfw":
+        # Without a display pyGLFW warns once per call ("X11: Failed to open display"); the
+        # UserError of gl_errors() already says what failed and what to set instead.
+        warnings.filterwarnings("ignore", module="glfw")
     if backend in _INSTALL:
         # PyOpenGL must load the same platform library as MuJoCo, or GL calls hit a NULL context.
         platform = os.environ.setdefault("PYOPENGL_PLATFORM", backend)

@@ -1,0 +1,108 @@
+"""docs/troubleshooting.md, provoked for real where this machine allows: each failure gives the
+fix through `planet doctor` or a one-line CLI error, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def planet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "planet_torch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("planet: error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("backend", "fix"),
+    [("glfw", "set MUJOCO_GL=egl"), ("osmesa", "libosmesa6")],
+)
+def test_mujoco_gl_backend_that_cannot_work_here_is_reported_with_its_fix(backend, fix, tmp_path):
+    if backend == "osmesa" and shutil.which("ldconfig") is not None:
+        libs = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
+        if "libOSMesa" in libs:
+            pytest.skip("libOSMesa is installed here: OSMesa works")
+    env = {"MUJOCO_GL": backend, "PYOPENGL_PLATFORM": backend}
+    if backend == "glfw":
+        env["DISPLAY"] = ""
+    doctor = planet("doctor", "--run-dir", str(tmp_path), "--render-frames", "5", env=env)
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    assert "[FAIL] mujoco" in doctor.stdout and "unset MUJOCO_GL" in doctor.stdout, doctor.stdout
+    assert "Traceback" not in doctor.stdout + doctor.stderr
+    collect = planet(
+        "collect", "--task", "cartpole-balance", "--preset", "debug", "--episodes", "1",
+        "--run-dir", str(tmp_path / "run"), env=env,
+    )  # fmt: skip
+    one_line_error(collect, f"MUJOCO_GL={backend}", fix)
+
+
+def test_doctor_names_another_python3_on_path(tmp_path):
+    """The 'pip installed into another Python' trap: doctor says which interpreter runs planet
+    and that the `python3` a user would type is a different one."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "python3").symlink_to(shutil.which("true") or "/bin/true")
+    env = {"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    result = planet("doctor", "--run-dir", str(tmp_path), "--render-frames", "5", env=env)
+    assert f"[ok  ] python   {sys.executable}" in result.stdout, result.stdout
+    assert f"`python3` on PATH is {fake / 'python3'}" in result.stdout
+    assert f"use {sys.executable} -m pip" in result.stdout
+
+
+def test_inspect_bad_run_folders_are_one_line_errors(tmp_path):
+    one_line_error(planet("inspect", "--run-dir", str(tmp_path / "nowhere")), "nowhere")
+    run = tmp_path / "collected"  # a run folder with episodes but no checkpoint
+    collect = planet(
+        "collect", "--task", "test-reach", "--preset", "debug", "--episodes", "1",
+        "--run-dir", str(run),
+    )  # fmt: skip
+    assert collect.returncode == 0, collect.stderr
+    one_line_error(planet("inspect", "--run-dir", str(run)), "no checkpoint", "train first")
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("mount") is None, reason="needs root to mount a tmpfs"
+)
+def test_disk_full_is_a_one_line_error_and_keeps_every_complete_episode(tmp_path):
+    disk = tmp_path / "full"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=120k", "tmpfs", str(disk)])
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (container without the capability)")
+    try:
+        result = planet(
+            "collect", "--task", "cartpole-balance", "--preset", "paper", "--episodes", "6",
+            "--run-dir", str(disk / "run"),
+        )  # fmt: skip
+        one_line_error(result, "disk full while writing", "free some space")
+        saved = sorted((disk / "run" / "train_episodes").iterdir())
+        assert saved, "the episodes that fit are kept"
+        assert all(p.name.endswith(".npz") and not p.name.startswith(".") for p in saved)
+        import numpy as np
+
+        for path in saved:  # every file left is a complete episode
+            with np.load(path) as episode:
+                assert episode["image"].shape == (126, 64, 64, 3)
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
