@@ -156,6 +156,14 @@ def test_eval_and_plot_on_a_run(reference, tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_eval_with_workers_plans_for_all_envs_at_once(reference):
+    result = planet("eval", "--run-dir", str(reference), "--episodes", "3", "--workers", "2")
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((reference / "scores.json").read_text())
+    assert len(scores["returns"]) == 3 and all(0 <= r <= 80 for r in scores["returns"])
+    assert result.stdout.count("eval episode") == 3
+
+
 def test_inspect_writes_a_report_of_real_figures(reference, tmp_path):
     out = tmp_path / "inspect"
     args = ["--horizon", "4", "--planner-steps", "0", "3", "--sim-candidates", "8"]

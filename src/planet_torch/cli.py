@@ -143,12 +143,19 @@ class Eval:
     """Write a video of the first episode to <run>/videos/."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the networks run."""
+    workers: int = 1
+    """Episodes played at once, one environment per worker process, planned in one batched CEM
+    call per step (PlaNet runs; 1 = one episode after another in this process)."""
 
     def run(self) -> int:
         from planet_torch.training.evaluate import evaluate
 
         scores = evaluate(
-            self.run_dir, self.episodes, None if self.video == "none" else self.video, self.device
+            self.run_dir,
+            self.episodes,
+            None if self.video == "none" else self.video,
+            self.device,
+            self.workers,
         )
         print(
             f"mean return {scores['mean']:.1f} ± {scores['std']:.1f} over {scores['episodes']} "

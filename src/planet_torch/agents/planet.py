@@ -78,7 +78,9 @@ class PlanetAgent:
         p = self.planner
         # Problem-major tiling: candidates of env b are rows b*J .. (b+1)*J-1 (cem.py's layout).
         B, J = self.batch, p.candidates  # expand + reshape: no host sync (CUDA graphs)
-        start = belief.map(lambda x: x[:, None].expand(B, J, *x.shape[1:]).reshape(B * J, -1))
+        start = belief.map(
+            lambda x: x[:, None].expand(B, J, *x.shape[1:]).reshape(B * J, *x.shape[1:])
+        )
         fast = self.objective
         if fast is not None:
             fast.refresh()  # the weights may have changed since the last decision

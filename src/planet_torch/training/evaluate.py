@@ -13,13 +13,14 @@ import torch
 from planet_torch.agents.base import Agent
 from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import Config
-from planet_torch.envs import Env, make_env
+from planet_torch.envs import Env, Observation, make_env
+from planet_torch.envs.vector import VectorEnv
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
 from planet_torch.models import WorldModel
 from planet_torch.training.base import CHECKPOINT_NAME, counter_generator, resolve_device
 from planet_torch.training.checkpoint import load_checkpoint
-from planet_torch.training.collect import episode_seed, run_episode
+from planet_torch.training.collect import episode_seed, run_episode, run_episodes
 from planet_torch.training.loop import Trainer
 from planet_torch.training.run_dir import RunDir
 from planet_torch.training.video import write_video
@@ -46,12 +47,52 @@ def _agent_factory(
     )
 
 
+def _evaluate_batched(
+    cfg: Config, state: dict[str, Any], device: torch.device, episodes: int, workers: int
+) -> tuple[list[float], np.ndarray]:
+    """PlaNet episodes ``workers`` at a time: one env per worker process, one batched CEM call
+    per step for all of them (PlanetAgent with batch = envs). Returns and the first episode's
+    frames. Scores differ from the serial loop's only through the planner's random draws."""
+    returns: list[float] = []
+    first: np.ndarray | None = None
+    for start in range(0, episodes, workers):
+        seeds = [
+            episode_seed(cfg.seed, "eval", i) for i in range(start, min(episodes, start + workers))
+        ]
+        with VectorEnv(cfg, seeds, workers=len(seeds)) as venv:
+            model = WorldModel(cfg, venv.action_size, venv.state_size).to(device)
+            model.load_state_dict(state[Trainer.learner_key]["model"])
+            model.eval()
+            agent = PlanetAgent(
+                model,
+                cfg.planner,
+                noise=cfg.planner.test_noise,
+                generator=counter_generator(device, seeds[0]),
+                batch=len(seeds),
+            )
+
+            def act(observations: list[Observation], agent: PlanetAgent = agent) -> np.ndarray:
+                return agent.act_batch(np.stack([o.image for o in observations]))
+
+            for i, episode in enumerate(run_episodes(venv, act, seeds)):
+                returns.append(float(episode.reward.sum()))
+                first = episode.image if first is None else first
+                print(f"eval episode {start + i}: return {returns[-1]:.1f}", flush=True)
+    assert first is not None
+    return returns, first
+
+
 def evaluate(
-    run_dir: Path, episodes: int = 10, video: str | None = "mp4", device: str = "auto"
+    run_dir: Path,
+    episodes: int = 10,
+    video: str | None = "mp4",
+    device: str = "auto",
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Play ``episodes`` noise-free episodes with the latest checkpoint; write scores.json."""
-    if episodes < 1:
-        raise UserError("--episodes must be >= 1")
+    """Play ``episodes`` noise-free episodes with the latest checkpoint; write scores.json.
+    ``workers`` > 1 (PlaNet runs) plays that many episodes at once in worker processes."""
+    if episodes < 1 or workers < 1:
+        raise UserError("--episodes and --workers must be >= 1")
     run = RunDir(run_dir)
     cfg = run.load_config()
     path = run.checkpoints / CHECKPOINT_NAME
@@ -59,20 +100,23 @@ def evaluate(
         raise UserError(f"{run.path} has no checkpoint yet ({path}); train first")
     torch_device = resolve_device(device)
     state = load_checkpoint(path, map_location=torch_device)
-    env = make_env(cfg, seed=episode_seed(cfg.seed, "eval", 0))
-    try:
-        make_agent = _agent_factory(cfg, state, env, torch_device)
-        returns: list[float] = []
-        first = None
-        for i in range(episodes):
-            seed = episode_seed(cfg.seed, "eval", i)
-            agent = make_agent(seed)
-            episode = run_episode(env, agent, seed)
-            returns.append(float(episode.reward.sum()))
-            first = episode.image if first is None else first
-            print(f"eval episode {i}: return {returns[-1]:.1f}", flush=True)
-    finally:
-        env.close()
+    returns: list[float] = []
+    first = None
+    if workers > 1 and cfg.algo == "planet" and Trainer.learner_key in state:
+        returns, first = _evaluate_batched(cfg, state, torch_device, episodes, workers)
+    else:
+        env = make_env(cfg, seed=episode_seed(cfg.seed, "eval", 0))
+        try:
+            make_agent = _agent_factory(cfg, state, env, torch_device)
+            for i in range(episodes):
+                seed = episode_seed(cfg.seed, "eval", i)
+                agent = make_agent(seed)
+                episode = run_episode(env, agent, seed)
+                returns.append(float(episode.reward.sum()))
+                first = episode.image if first is None else first
+                print(f"eval episode {i}: return {returns[-1]:.1f}", flush=True)
+        finally:
+            env.close()
     counters = state["counters"]
     scores: dict[str, Any] = {
         "task": cfg.task,
