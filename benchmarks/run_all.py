@@ -16,6 +16,7 @@ BENCHMARKS: tuple[tuple[str, ...], ...] = (
     ("bench_train_step.py",),
     ("bench_vs_kaixhin.py",),  # needs third_party/kaixhin (see its docstring)
     ("bench_true_sim.py", "--episodes", "1"),
+    ("bench_collect.py",),
 )
 """Script and arguments. bench_planner_choices.py needs a trained run: see BENCHMARKS.md."""
 

@@ -56,3 +56,31 @@ def test_true_simulator_planner_beats_random_on_cartpole_balance() -> None:
     # 160 env steps: at most 160 reward; a random policy lets the cart drift and the pole lean.
     assert planned > random + 10, (planned, random)
     assert planned > 0.8 * 160, planned
+
+
+def test_true_simulator_rollouts_in_worker_processes_equal_the_local_ones() -> None:
+    from planet_torch.envs.vector import VectorEnv
+
+    cfg = override(PAPER, task="cartpole-swingup", env={"episode_env_steps": 80})
+    env = _env("cartpole-swingup", 80)
+    env.reset(seed=3)
+    env.step(np.array([0.3], np.float32))
+    actions = np.random.default_rng(1).uniform(-1, 1, (3, 5, 1))
+    local = env.simulate_returns(actions)
+    with VectorEnv(cfg, [0, 1], workers=2) as pool:
+        pooled = pool.simulate(env.get_physics_state(), actions)
+        np.testing.assert_array_equal(pooled, local)
+        agent = TrueSimulatorAgent(
+            env,
+            PlannerConfig(horizon=3, candidates=8, top_k=2, iterations=2),
+            generator=torch.Generator().manual_seed(0),
+            pool=pool,
+        )
+        alone = TrueSimulatorAgent(
+            env,
+            PlannerConfig(horizon=3, candidates=8, top_k=2, iterations=2),
+            generator=torch.Generator().manual_seed(0),
+        )
+        observation = env.step(np.array([0.0], np.float32)).observation
+        np.testing.assert_array_equal(agent.act(observation), alone.act(observation))
+    env.close()

@@ -19,12 +19,22 @@ import torch
 from planet_torch.config import PlannerConfig
 from planet_torch.envs.base import Env, Observation
 from planet_torch.envs.dmc import DmcEnv
+from planet_torch.envs.vector import VectorEnv
 from planet_torch.errors import UserError
 from planet_torch.planning.cem import cross_entropy_method
 
 
 class TrueSimulatorAgent:
-    def __init__(self, env: Env, planner: PlannerConfig, *, generator: torch.Generator) -> None:
+    def __init__(
+        self,
+        env: Env,
+        planner: PlannerConfig,
+        *,
+        generator: torch.Generator,
+        pool: VectorEnv | None = None,
+    ) -> None:
+        """``pool``: copies of the same task (e.g. ``VectorEnv(cfg, seeds, workers=2)``) that
+        score the candidates in parallel from the env's current physics state."""
         if not isinstance(env, DmcEnv):
             raise UserError(
                 f"the true-simulator planner needs a dm_control task, not {type(env).__name__}"
@@ -32,6 +42,7 @@ class TrueSimulatorAgent:
         self.env = env
         self.planner = planner
         self.generator = generator
+        self.pool = pool
 
     def reset(self) -> None:
         pass
@@ -41,7 +52,10 @@ class TrueSimulatorAgent:
         p = self.planner
 
         def objective(actions: torch.Tensor) -> torch.Tensor:  # [H, J, A] -> [J]
-            returns = self.env.simulate_returns(actions.numpy())
+            if self.pool is not None:
+                returns = self.pool.simulate(self.env.get_physics_state(), actions.numpy())
+            else:
+                returns = self.env.simulate_returns(actions.numpy())
             return torch.from_numpy(returns).float()
 
         return cross_entropy_method(

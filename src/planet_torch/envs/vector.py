@@ -41,6 +41,8 @@ def _worker(conn: Connection, cfg: Config, seeds: list[int]) -> None:
                 conn.send(("ok", [envs[j].reset(seed) for j, seed in payload]))
             elif command == "step":
                 conn.send(("ok", [envs[j].step(action) for j, action in payload]))
+            elif command == "simulate":  # true-simulator rollouts from a given physics state
+                conn.send(("ok", [_simulate(envs[j], *item) for j, item in payload]))
             elif command == "close":
                 break
     except (KeyboardInterrupt, EOFError):
@@ -53,6 +55,15 @@ def _worker(conn: Connection, cfg: Config, seeds: list[int]) -> None:
         for env in envs:
             env.close()
         conn.close()
+
+
+def _simulate(env: Env, physics_state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    from planet_torch.envs.dmc import DmcEnv
+
+    if not isinstance(env, DmcEnv):
+        raise UserError("true-simulator rollouts need a dm_control task")
+    env.set_physics_state(physics_state)
+    return env.simulate_returns(actions)
 
 
 class VectorEnv:
@@ -111,6 +122,8 @@ class VectorEnv:
     def _call(self, command: str, items: dict[int, Any]) -> dict[int, Any]:
         """Send ``command`` with one item per env index; returns env index -> result."""
         if self._local:
+            if command == "simulate":
+                return {i: _simulate(self._local[i], *item) for i, item in items.items()}
             method = getattr(Env, command)
             return {i: method(self._local[i], item) for i, item in items.items()}
         per_worker: dict[int, list[tuple[int, Any]]] = {}
@@ -143,6 +156,16 @@ class VectorEnv:
             self._done[i] = result.done
         assert all(r is not None for r in self._last)
         return [r for r in self._last if r is not None]
+
+    def simulate(self, physics_state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """Returns [N] of action sequences [H, N, A] rolled out from ``physics_state`` (a
+        DmcEnv's :meth:`get_physics_state`), the N candidates split over all envs and workers:
+        the true-simulator planner's objective, in parallel. Ends any running episode."""
+        chunks = np.array_split(np.arange(actions.shape[1]), self.num_envs)
+        items = {i: (physics_state, actions[:, c]) for i, c in enumerate(chunks) if c.size}
+        returns = self._call("simulate", items)
+        self._done = [True] * self.num_envs  # the envs' own episodes are no longer meaningful
+        return np.concatenate([returns[i] for i in sorted(returns)])
 
     @property
     def all_done(self) -> bool:

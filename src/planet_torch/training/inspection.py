@@ -375,7 +375,10 @@ def inspect_run(
     model.eval()
     updates = state["counters"]["updates"]
     out = output if output is not None else run.path / f"inspect-{updates:07d}"
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {out} ({error.strerror}); choose another -o") from None
     report = Report(f"{cfg.task} ({cfg.variant}) after {updates} updates — {run.path.name}")
     report.numbers |= {"task": cfg.task, "updates": updates, "test_episode": tests[-1].name}
     g = counter_generator(torch_device, cfg.seed, 777)
