@@ -36,7 +36,6 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import time
 import types
 from collections.abc import Callable
@@ -263,7 +262,7 @@ def main() -> None:
         return
 
     sys.path.insert(0, str(HERE))
-    from machine import machine_info, matmul_ceiling_gflops
+    from machine import machine_info, matmul_ceiling_gflops, run_child_json
 
     ceiling = matmul_ceiling_gflops(size=4096, seconds=3.0)
     report: dict[str, Any] = {"machine": machine_info(), "matmul_fp32_gflops": ceiling, "runs": []}
@@ -274,11 +273,9 @@ def main() -> None:
         for variant in args.variants:
             command = [sys.executable, __file__, "--child", preset, variant]
             command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-            out = subprocess.run(command, capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                print(f"{preset:>5} {variant:<15} failed:\n{out.stderr[-2000:]}", file=log)
+            run = run_child_json(command, f"{preset:>5} {variant:<15}", log)
+            if run is None:
                 continue
-            run = json.loads(out.stdout.strip().splitlines()[-1])
             if variant == "fast":
                 fast = run
                 run["gflops"] = run["gflop_per_update"] / run["median_s"]

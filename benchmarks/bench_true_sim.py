@@ -30,6 +30,7 @@ def episode(job: tuple[str, int, int, int, int, int]) -> dict[str, Any]:
     from planet_torch.config import PAPER, PlannerConfig, override
     from planet_torch.envs import make_env
     from planet_torch.envs.dmc import DmcEnv
+    from planet_torch.training.collect import run_episode
 
     torch.set_num_threads(1)
     task, seed, candidates, top_k, iterations, horizon = job
@@ -40,15 +41,16 @@ def episode(job: tuple[str, int, int, int, int, int]) -> dict[str, Any]:
     )
     agent = TrueSimulatorAgent(env, planner, generator=torch.Generator().manual_seed(seed))
     start = time.perf_counter()
-    observation, total, steps = env.reset(seed=seed), 0.0, 0
-    while True:
-        result = env.step(agent.act(observation))
-        observation, total, steps = result.observation, total + result.reward, steps + 1
-        if result.done:
-            break
-    env.close()
+    played = run_episode(env, agent, seed)
     seconds = time.perf_counter() - start
-    return {"task": task, "seed": seed, "return": total, "policy_steps": steps, "seconds": seconds}
+    env.close()
+    return {
+        "task": task,
+        "seed": seed,
+        "return": float(played.reward.sum()),
+        "policy_steps": played.policy_steps,
+        "seconds": seconds,
+    }
 
 
 def main() -> None:

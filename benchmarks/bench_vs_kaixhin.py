@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -299,6 +298,8 @@ def main() -> None:
         raise SystemExit(f"{KAIXHIN_DIR}/models.py missing: see this script's docstring")
 
     sys.path.insert(0, str(HERE))
+    from machine import run_child_json
+
     report: dict[str, Any] = {"device": args.device, **_ceiling(args.device), "jobs": {}}
     log = sys.stderr
     print(
@@ -311,11 +312,9 @@ def main() -> None:
         for impl in impls:
             command = [sys.executable, __file__, "--child", impl, job, "--device", args.device]
             command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-            out = subprocess.run(command, capture_output=True, text=True, check=False)
-            if out.returncode != 0:
-                print(f"{job} {impl} failed:\n{out.stderr[-3000:]}", file=log)
+            run = run_child_json(command, f"{job} {impl}", log)
+            if run is None:
                 continue
-            run = json.loads(out.stdout.strip().splitlines()[-1])
             run["median_s"] = statistics.median(run["seconds"])
             run["gflops"] = run["gflop_per_call"] / run["median_s"]
             run["fraction_of_ceiling"] = run["gflops"] / report["matmul_fp32_gflops"]

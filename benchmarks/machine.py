@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -72,6 +73,17 @@ def matmul_ceiling_gflops(
                 return best
     finally:
         torch.set_num_threads(previous)
+
+
+def run_child_json(command: list[str], label: str, log: IO[str]) -> dict[str, Any] | None:
+    """Run a benchmark's child process, whose last stdout line is its JSON result. On failure
+    print ``label`` and the end of its stderr to ``log`` and return None."""
+    out = subprocess.run(command, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        print(f"{label} failed:\n{out.stderr[-3000:]}", file=log)
+        return None
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 if __name__ == "__main__":

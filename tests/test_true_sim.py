@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from planet_torch.agents.base import Agent
 from planet_torch.agents.random import RandomAgent
 from planet_torch.agents.true_sim import TrueSimulatorAgent
 from planet_torch.config import PAPER, PlannerConfig, override
 from planet_torch.envs import make_env
 from planet_torch.envs.dmc import DmcEnv
+from planet_torch.training.collect import run_episode
 
 
 def _env(task: str, steps: int) -> DmcEnv:
@@ -36,13 +38,8 @@ def test_simulated_return_equals_executed_return_and_state_is_restored() -> None
     env.close()
 
 
-def _episode_return(env: DmcEnv, agent: object, seed: int) -> float:
-    observation, total = env.reset(seed=seed), 0.0
-    while True:
-        result = env.step(agent.act(observation))  # type: ignore[attr-defined]
-        observation, total = result.observation, total + result.reward
-        if result.done:
-            return total
+def _episode_return(env: DmcEnv, agent: Agent, seed: int) -> float:
+    return float(run_episode(env, agent, seed).reward.sum())
 
 
 def test_true_simulator_planner_beats_random_on_cartpole_balance() -> None:

@@ -52,12 +52,17 @@ class State(NamedTuple):
         return State(*(torch.stack(list(xs), dim) for xs in zip(*states, strict=True)))
 
 
-def kl_normal(q: State, p: State) -> Tensor:
-    """KL(q ‖ p) of diagonal Gaussians, summed over the latent dims: [...]; float32."""
+def kl_normal_per_dim(q: State, p: State) -> Tensor:
+    """KL(q ‖ p) of diagonal Gaussians per latent dim: [..., S]; float32."""
     q_mean, q_std, p_mean, p_std = (x.float() for x in (q.mean, q.std, p.mean, p.std))
     var_ratio = (q_std / p_std).square()
     mahalanobis = ((q_mean - p_mean) / p_std).square()
-    return 0.5 * (var_ratio + mahalanobis - 1.0 - var_ratio.log()).sum(-1)
+    return 0.5 * (var_ratio + mahalanobis - 1.0 - var_ratio.log())
+
+
+def kl_normal(q: State, p: State) -> Tensor:
+    """KL(q ‖ p) of diagonal Gaussians, summed over the latent dims: [...]; float32."""
+    return kl_normal_per_dim(q, p).sum(-1)
 
 
 def kl_standard_normal(q: State) -> Tensor:

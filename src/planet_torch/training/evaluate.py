@@ -55,14 +55,16 @@ def _evaluate_batched(
     frames. Scores differ from the serial loop's only through the planner's random draws."""
     returns: list[float] = []
     first: np.ndarray | None = None
+    model: WorldModel | None = None
     for start in range(0, episodes, workers):
         seeds = [
             episode_seed(cfg.seed, "eval", i) for i in range(start, min(episodes, start + workers))
         ]
         with VectorEnv(cfg, seeds, workers=len(seeds)) as venv:
-            model = WorldModel(cfg, venv.action_size, venv.state_size).to(device)
-            model.load_state_dict(state[Trainer.learner_key]["model"])
-            model.eval()
+            if model is None:  # once: the env's sizes are known after the first workers start
+                model = WorldModel(cfg, venv.action_size, venv.state_size).to(device)
+                model.load_state_dict(state[Trainer.learner_key]["model"])
+                model.eval()
             agent = PlanetAgent(
                 model,
                 cfg.planner,

@@ -35,7 +35,8 @@ from planet_torch.envs import make_env
 from planet_torch.envs.dmc import DmcEnv
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write, atomic_write_text
-from planet_torch.models import WorldModel
+from planet_torch.models import State, WorldModel
+from planet_torch.models.rssm import kl_normal_per_dim
 from planet_torch.planning.cem import CEMIteration
 from planet_torch.replay import EpisodeDir
 from planet_torch.replay.episodes import Episode
@@ -86,7 +87,7 @@ def _savefig(fig: Any, path: Path) -> Path:
     return atomic_write(path, lambda f: f.write(buffer.getvalue()))
 
 
-def _filter(model: WorldModel, episode: Episode, generator: torch.Generator) -> tuple[Any, Any]:
+def _filter(model: WorldModel, episode: Episode, generator: torch.Generator) -> tuple[State, State]:
     """Posterior and prior states [T+1, 1, ...] of a whole episode."""
     image = torch.from_numpy(episode.image[:, None])
     action = torch.from_numpy(episode.action[:, None]).to(model.device)
@@ -140,11 +141,16 @@ def _open_loop(
 
 
 def _rewards(
-    model: WorldModel, episode: Episode, horizon: int, out: Path, report: Report, g: Any
+    model: WorldModel,
+    episode: Episode,
+    posterior: State,
+    horizon: int,
+    out: Path,
+    report: Report,
+    g: Any,
 ) -> None:
     import matplotlib.pyplot as plt
 
-    posterior, _ = _filter(model, episode, g)
     closed = model.reward_head(model.rssm.features(posterior))[:, 0].cpu().numpy()
     T = min(CONTEXT + horizon, episode.num_rows)
     action = torch.from_numpy(episode.action[:T, None]).to(model.device)
@@ -189,7 +195,13 @@ def _ridge_r2(x_fit: np.ndarray, y_fit: np.ndarray, x: np.ndarray, y: np.ndarray
 
 
 def _latent(
-    model: WorldModel, train: list[Episode], test: Episode, out: Path, report: Report, g: Any
+    model: WorldModel,
+    train: list[Episode],
+    test: Episode,
+    filtered: tuple[State, State],
+    out: Path,
+    report: Report,
+    g: Any,
 ) -> None:
     import matplotlib.pyplot as plt
 
@@ -199,7 +211,7 @@ def _latent(
         fit = [_filter(model, e, g)[0] for e in train]
         x_fit = np.concatenate([model.rssm.features(p)[:, 0].cpu().numpy() for p in fit])
         y_fit = np.concatenate([e.state for e in train if e.state is not None])
-        x_test = model.rssm.features(_filter(model, test, g)[0])[:, 0].cpu().numpy()
+        x_test = model.rssm.features(filtered[0])[:, 0].cpu().numpy()
         r2 = _ridge_r2(x_fit, y_fit, x_test, test.state)
         axes[0].bar(np.arange(len(r2)), np.clip(r2, -0.1, 1.0))
         axes[0].set_ylim(-0.1, 1.0)
@@ -214,12 +226,7 @@ def _latent(
         )
     else:
         axes[0].text(0.5, 0.5, "episodes carry no simulator state", ha="center")
-    posterior, prior = _filter(model, test, g)
-    q_mean, q_std, p_mean, p_std = posterior.mean, posterior.std, prior.mean, prior.std
-    kl = (
-        torch.log(p_std / q_std) + (q_std**2 + (q_mean - p_mean) ** 2) / (2 * p_std**2) - 0.5
-    )  # [T, 1, S]
-    per_dim = kl[:, 0].mean(0).cpu().numpy()
+    per_dim = kl_normal_per_dim(*filtered)[:, 0].mean(0).cpu().numpy()  # [S]
     axes[1].bar(np.arange(len(per_dim)), per_dim)
     axes[1].set_xlabel("latent dimension of s")
     axes[1].set_ylabel("mean KL(q‖p) [nats]")
@@ -384,8 +391,9 @@ def inspect_run(
     g = counter_generator(torch_device, cfg.seed, 777)
     with torch.inference_mode():
         _open_loop(model, test, horizon, out, report, g)
-        _rewards(model, test, horizon, out, report, g)
-        _latent(model, train, test, out, report, g)
+        filtered = _filter(model, test, g)  # posterior and prior of the test episode, once
+        _rewards(model, test, filtered[0], horizon, out, report, g)
+        _latent(model, train, test, filtered, out, report, g)
     sim_planner = PlannerConfig(
         horizon=cfg.planner.horizon,
         candidates=sim_candidates,
