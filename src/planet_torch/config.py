@@ -203,6 +203,10 @@ class PlannerConfig:
     cuda_graph: bool = True
     """On a GPU, capture one whole decision as a CUDA graph and replay it (same algorithm; an
     implementation speed-up: a decision is thousands of tiny kernels)."""
+    imagination: Literal["sample", "mean"] = "sample"
+    """How a candidate's future is imagined: ``sample`` draws one stochastic state per step from
+    the prior (original); ``mean`` follows the prior means, so candidates are ranked on their
+    actions instead of on the luck of their noise (BENCHMARKS.md, issue 6)."""
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     """Arithmetic of the imagined rollouts. ``auto``: bfloat16 on a CPU where it measures
     >= 1.3x faster (avx512_bf16, AMX), else float32. Original: float32."""

@@ -85,10 +85,12 @@ class PlanetAgent:
         if fast is not None:
             fast.refresh()  # the weights may have changed since the last decision
 
+        sample = p.imagination == "sample"
+
         def objective(actions: Tensor) -> Tensor:  # [H, B*J, A] -> [B*J]
             if fast is not None:
-                return fast(start, actions, self.generator)
-            return self.model.imagine_return(start, actions, self.generator)
+                return fast(start, actions, self.generator, sample)
+            return self.model.imagine_return(start, actions, self.generator, sample)
 
         return cross_entropy_method(
             objective,

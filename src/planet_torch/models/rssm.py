@@ -261,9 +261,14 @@ class LatentModel(nn.Module):
         raise NotImplementedError
 
     def imagine(
-        self, action: Tensor, state: State, generator: torch.Generator | None = None
+        self,
+        action: Tensor,
+        state: State,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
     ) -> State:
-        """Open-loop priors: action [T, B, A] from ``state`` [B, ...] -> State [T, B, ...].
+        """Open-loop priors: action [T, B, A] from ``state`` [B, ...] -> State [T, B, ...];
+        ``sample=False`` follows the prior means instead of drawing from the priors.
 
         Row t is the prior after applying ``action[t]``; with ``state`` the posterior at time k
         and ``action[t]`` = a_{k+t}, row t is the state at time k+t+1 (whose reward is r_{k+t+1}).
@@ -271,6 +276,8 @@ class LatentModel(nn.Module):
         states = []
         for t in range(action.shape[0]):
             state = self.img_step(state, action[t], generator)
+            if not sample:
+                state = state._replace(sample=state.mean)
             states.append(state)
         return State.stack(states)
 
@@ -362,12 +369,16 @@ class RSSM(LatentModel):
         return self._transition(state, pre_a, eps, w)
 
     def imagine(
-        self, action: Tensor, state: State, generator: torch.Generator | None = None
+        self,
+        action: Tensor,
+        state: State,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
     ) -> State:
         T, B = action.shape[:2]
         assert action.shape[-1] == self.action_size, action.shape
         pre_a, w = self._loop_weights(action)  # pre_a [T, B, hidden], once for all T
-        eps = _noise((T, B, self.state_size), pre_a, generator, self.mean_only)
+        eps = _noise((T, B, self.state_size), pre_a, generator, self.mean_only or not sample)
         states = []
         for t in range(T):
             state = self._transition(state, pre_a[t], None if eps is None else eps[t], w)

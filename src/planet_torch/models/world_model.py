@@ -200,11 +200,16 @@ class WorldModel(nn.Module):
         return posterior
 
     def imagine_return(
-        self, state: State, actions: Tensor, generator: torch.Generator | None = None
+        self,
+        state: State,
+        actions: Tensor,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
     ) -> Tensor:
         """Planning objective: state [N, ...], actions [H, N, A] -> [N], the undiscounted sum of
-        the predicted reward means along one sampled open-loop trajectory (original HEAD)."""
-        prior = self.rssm.imagine(actions, state, generator)  # [H, N, ...]
+        the predicted reward means along one sampled open-loop trajectory (original HEAD), or
+        along the prior means with ``sample=False`` (``planner.imagination = "mean"``)."""
+        prior = self.rssm.imagine(actions, state, generator, sample)  # [H, N, ...]
         return self.reward_head(self.rssm.features(prior)).sum(0)
 
     # -- training ----------------------------------------------------------------------------

@@ -138,14 +138,18 @@ class LatentObjective:
 
     @torch.inference_mode()
     def __call__(
-        self, state: State, actions: Tensor, generator: torch.Generator | None = None
+        self,
+        state: State,
+        actions: Tensor,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
     ) -> Tensor:
         rssm = self.model.rssm
         d, S, B = self.dtype, rssm.state_size, rssm.belief_size
         H, N, A = actions.shape
         pre_a = torch.addmm(self.b_in, actions.reshape(H * N, A).to(d), self.w_a).view(H, N, -1)
         eps = None
-        if not rssm.mean_only:  # the same draw as the reference imagine()
+        if sample and not rssm.mean_only:  # the same draw as the reference imagine()
             eps = torch.randn((H, N, S), generator=generator, device=actions.device).to(d)
         features = torch.empty(H, N, S + B, dtype=d, device=actions.device)  # [s, h] per step
         s, h = state.sample.to(d), state.belief.to(d)

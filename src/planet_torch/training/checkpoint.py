@@ -61,6 +61,7 @@ def restore_rng(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(internal), None))
     keys, *rest = state["numpy"]
     np.random.set_state(("MT19937", np.asarray(keys, dtype=np.uint32), *rest))
-    torch.set_rng_state(state["torch"])
+    # RNG states are CPU byte tensors, even when the checkpoint was mapped onto a GPU.
+    torch.set_rng_state(state["torch"].cpu())
     if "torch_cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["torch_cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["torch_cuda"]])
