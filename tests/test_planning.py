@@ -44,6 +44,39 @@ def test_fast_objective_is_the_world_models_imagine_return() -> None:
         torch.testing.assert_close(LatentObjective(det)(state, actions), reference)
 
 
+def test_mean_imagination_follows_the_prior_means() -> None:
+    """planner.imagination = "mean": no noise is drawn, the fast objective equals the reference
+    with sample=False, and both equal the deterministic (mean_only) model's return."""
+    model = _model(SMALL)
+    state = _random_state(model, 40)
+    actions = torch.rand(5, 40, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    with torch.inference_mode():
+        one = LatentObjective(model)(state, actions, torch.Generator().manual_seed(3), False)
+        other = LatentObjective(model)(state, actions, torch.Generator().manual_seed(4), False)
+        reference = model.imagine_return(state, actions, torch.Generator().manual_seed(5), False)
+        sampled = model.imagine_return(state, actions, torch.Generator().manual_seed(3))
+        model.rssm.mean_only = True  # the same network, its samples replaced by their means
+        means = model.imagine_return(state, actions)
+    ssm = _model(override(SMALL, model={"kind": "ssm"}))
+    ssm_state = _random_state(ssm, 40)
+    with torch.inference_mode():
+        ssm_mean = ssm.imagine_return(ssm_state, actions, torch.Generator().manual_seed(1), False)
+        ssm.rssm.mean_only = True
+        torch.testing.assert_close(ssm_mean, ssm.imagine_return(ssm_state, actions))
+    torch.testing.assert_close(one, other)
+    torch.testing.assert_close(one, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(reference, means)
+    assert not torch.allclose(sampled, reference)
+
+
+def test_test_episodes_plan_with_test_imagination() -> None:
+    cfg = override(SMALL, planner={"imagination": "sample", "test_imagination": "mean"})
+    model = _model(cfg)
+    train = PlanetAgent(model, cfg.planner, noise=0.3, generator=torch.Generator())
+    test = PlanetAgent(model, cfg.planner, noise=0.0, generator=torch.Generator(), test=True)
+    assert train.sample and not test.sample
+
+
 def test_fast_objective_follows_weight_updates_after_refresh() -> None:
     """The objective snapshots the weights; refresh() updates the snapshot in place."""
     model = _model(SMALL)

@@ -204,9 +204,12 @@ class PlannerConfig:
     """On a GPU, capture one whole decision as a CUDA graph and replay it (same algorithm; an
     implementation speed-up: a decision is thousands of tiny kernels)."""
     imagination: Literal["sample", "mean"] = "sample"
-    """How a candidate's future is imagined: ``sample`` draws one stochastic state per step from
-    the prior (original); ``mean`` follows the prior means, so candidates are ranked on their
-    actions instead of on the luck of their noise (BENCHMARKS.md, issue 6)."""
+    """How a candidate's future is imagined when collecting training episodes: ``sample`` draws
+    one stochastic state per step from the prior (original); ``mean`` follows the prior means."""
+    test_imagination: Literal["sample", "mean"] = "sample"
+    """The same for noise-free test episodes, ``planet eval`` and ``planet inspect``. With
+    ``mean`` candidates are ranked on their actions, not on the luck of their sampled futures:
+    the same trained cpu-preset models scored +70 to +150 (BENCHMARKS.md). Original: sample."""
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     """Arithmetic of the imagined rollouts. ``auto``: bfloat16 on a CPU where it measures
     >= 1.3x faster (avx512_bf16, AMX), else float32. Original: float32."""
@@ -452,6 +455,9 @@ CPU = override(
         "top_k": 30,
         "iterations": 6,
         "horizon": 12,
+        # Test episodes rank candidates on the prior means: +70..150 on the same trained models;
+        # collection keeps sampled futures (mean there learnt no faster: BENCHMARKS.md).
+        "test_imagination": "mean",
         # float32: bf16 rollouts planned measurably worse with this small model (BENCHMARKS.md)
         "compute_dtype": "float32",
     },

@@ -36,9 +36,12 @@ class PlanetAgent:
         generator: torch.Generator,
         batch: int = 1,
         on_iteration: Callable[[CEMIteration], None] | None = None,
+        test: bool = False,
     ) -> None:
+        """``test``: plan as for test episodes (``planner.test_imagination``)."""
         self.model = model
         self.planner = planner
+        self.sample = (planner.test_imagination if test else planner.imagination) == "sample"
         self.noise = noise
         self.generator = generator
         self.batch = batch
@@ -85,7 +88,7 @@ class PlanetAgent:
         if fast is not None:
             fast.refresh()  # the weights may have changed since the last decision
 
-        sample = p.imagination == "sample"
+        sample = self.sample
 
         def objective(actions: Tensor) -> Tensor:  # [H, B*J, A] -> [B*J]
             if fast is not None:

@@ -71,11 +71,15 @@ class SSM(LatentModel):
         return self._prior_step(state.sample, pre_a, w_s, eps)
 
     def imagine(
-        self, action: Tensor, state: State, generator: torch.Generator | None = None
+        self,
+        action: Tensor,
+        state: State,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
     ) -> State:
         T, B = action.shape[:2]
         w_s, pre_a = self._split_prior_in(action)  # [T, B, hidden] once for all T
-        eps = _noise((T, B, self.state_size), pre_a, generator, self.mean_only)
+        eps = _noise((T, B, self.state_size), pre_a, generator, self.mean_only or not sample)
         states = []
         for t in range(T):
             state = self._prior_step(state.sample, pre_a[t], w_s, None if eps is None else eps[t])

@@ -195,8 +195,9 @@ class BaseTrainer(abc.ABC):
     def _load_learner(self, state: dict[str, Any]) -> None: ...
 
     @abc.abstractmethod
-    def _make_agent(self, seed: int, noise: float) -> Agent:
-        """The acting agent for one episode, its randomness drawn from ``seed``."""
+    def _make_agent(self, seed: int, noise: float, test: bool = False) -> Agent:
+        """The acting agent for one episode, its randomness drawn from ``seed``; ``test`` for
+        the noise-free episodes of a test phase."""
 
     @abc.abstractmethod
     def _update(self) -> None:
@@ -327,7 +328,7 @@ class BaseTrainer(abc.ABC):
                 f"{split}_episodes/ is missing episodes before #{index}; was a file deleted?"
             )
         seed = episode_seed(self.cfg.seed, split, index)
-        agent = self._make_agent(seed, noise)
+        agent = self._make_agent(seed, noise, test=split == "test")
         start = time.perf_counter()
         episode = run_episode(self.env, agent, seed, should_stop=self._check_stop)
         self.seconds_per_action = (time.perf_counter() - start) / max(1, episode.policy_steps)

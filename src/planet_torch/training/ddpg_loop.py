@@ -89,7 +89,7 @@ class DDPGTrainer(BaseTrainer):
     def train_noise(self) -> float:
         return self.cfg.ddpg.noise_std
 
-    def _make_agent(self, seed: int, noise: float) -> Agent:
+    def _make_agent(self, seed: int, noise: float, test: bool = False) -> Agent:
         return DDPGAgent(
             self.learner.online,
             self.cfg.ddpg,

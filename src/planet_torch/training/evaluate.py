@@ -43,7 +43,11 @@ def _agent_factory(
     model.load_state_dict(state[Trainer.learner_key]["model"])
     model.eval()
     return lambda seed: PlanetAgent(
-        model, cfg.planner, noise=cfg.planner.test_noise, generator=counter_generator(device, seed)
+        model,
+        cfg.planner,
+        noise=cfg.planner.test_noise,
+        generator=counter_generator(device, seed),
+        test=True,
     )
 
 
@@ -71,6 +75,7 @@ def _evaluate_batched(
                 noise=cfg.planner.test_noise,
                 generator=counter_generator(device, seeds[0]),
                 batch=len(seeds),
+                test=True,
             )
 
             def act(observations: list[Observation], agent: PlanetAgent = agent) -> np.ndarray:

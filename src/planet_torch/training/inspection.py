@@ -261,6 +261,7 @@ def _planner(
         noise=0.0,
         generator=counter_generator(device, seed),
         on_iteration=recorded.append,
+        test=True,
     )
     env = make_env(cfg, seed=seed)
     try:

@@ -57,13 +57,14 @@ class Trainer(BaseTrainer):
     def train_noise(self) -> float:
         return self.cfg.planner.train_noise
 
-    def _make_agent(self, seed: int, noise: float) -> Agent:
+    def _make_agent(self, seed: int, noise: float, test: bool = False) -> Agent:
         self.model.eval()
         return PlanetAgent(
             self.model,
             self.cfg.planner,
             noise=noise,
             generator=counter_generator(self.device, seed),
+            test=test,
         )
 
     def _schedule(self) -> None:
