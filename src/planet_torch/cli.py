@@ -161,6 +161,8 @@ class Eval:
             f"mean return {scores['mean']:.1f} ± {scores['std']:.1f} over {scores['episodes']} "
             f"episodes -> {scores['scores_path']}"
         )
+        for task, value in scores.get("per_task", {}).items():
+            print(f"  {task}: mean return {value:.1f}")
         if "video" in scores:
             print(f"video: {scores['video']}")
         return 0
@@ -221,6 +223,65 @@ class Inspect:
         return 0
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """Tasks × seeds × variants (the paper's ablations) as Ray tasks; a summary table and plot.
+
+    Each trial is an ordinary run folder under <sweep-dir>/trials/. Running the same command
+    again skips finished trials and resumes unfinished ones. Config flags apply to all trials."""
+
+    config: ConfigArg = field(default_factory=Config)
+    preset: PresetName = "cpu"
+    """Defaults every trial's config starts from: paper, cpu, debug."""
+    tasks: str = "cartpole-balance"
+    """Comma-separated task names."""
+    seeds: str = "0"
+    """Seeds: a range 0-4, a list 0,1,5, or both 0-2,9."""
+    variants: str = "rssm"
+    """Comma-separated: rssm (PlaNet), ssm (purely stochastic), deterministic, random."""
+    sweep_dir: Path | None = None
+    """Sweep folder; default runs/sweep-<preset>."""
+    address: str | None = None
+    """An existing Ray cluster (auto, host:6379 or ray://host:10001); default: a local one."""
+    num_cpus: int | None = None
+    """CPUs of the local Ray cluster (default: all of this machine's)."""
+    cpus_per_trial: float = 1.0
+    """CPUs Ray reserves for each trial (also its torch threads)."""
+    gpus_per_trial: float = 0.0
+    """GPUs Ray reserves for each trial (fractions share one GPU)."""
+    retries: int = 1
+    """Times a failed trial is started again (resuming its checkpoint) before it is reported."""
+
+    def run(self) -> int:
+        from planet_torch.sweep import Sweep as SweepRunner
+        from planet_torch.sweep import SweepOptions, plan_trials, sweep_record, write_sweep_record
+
+        sweep_dir = self.sweep_dir or Path("runs") / f"sweep-{self.preset}"
+        trials = plan_trials(self.config, self.tasks, self.seeds, self.variants)
+        options = SweepOptions(
+            self.address, self.cpus_per_trial, self.gpus_per_trial, self.retries, self.num_cpus
+        )
+        runner = SweepRunner(sweep_dir, trials, options)
+        write_sweep_record(
+            sweep_dir, sweep_record(self.tasks, self.seeds, self.variants, self.config)
+        )
+        print(f"sweep: {len(trials)} trials -> {sweep_dir}")
+        summary = runner.run()
+        print(summary["table"], end="")
+        failed = [r for r in summary["trials"] if r["status"] == "failed"]
+        print(
+            f"summary: {sweep_dir / 'summary.md'}"
+            + (f", plot: {summary['plot']}" if "plot" in summary else "")
+        )
+        if failed:
+            print(
+                f"planet: {len(failed)} of {len(trials)} trials failed; logs in {sweep_dir / 'logs'}",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+
+
 def _commands(cfg: Config, preset_name: PresetName) -> Any:
     """The tyro union of subcommands, with config defaults taken from the chosen preset."""
     sub = tyro.conf.subcommand
@@ -231,6 +292,7 @@ def _commands(cfg: Config, preset_name: PresetName) -> Any:
         Annotated[Inspect, sub("inspect")],
         Annotated[Collect, sub("collect", default=Collect(config=cfg, preset=preset_name))],
         Annotated[Doctor, sub("doctor", default=Doctor())],
+        Annotated[Sweep, sub("sweep", default=Sweep(config=cfg, preset=preset_name))],
     ]
 
 

@@ -34,7 +34,7 @@ class TaskSpec:
 
     name: str
     """Name used on the command line, e.g. ``cartpole-swingup``."""
-    suite: Literal["dmc", "gym", "test"]
+    suite: Literal["dmc", "gym", "test", "multi"]
     """``dmc`` = dm_control suite, ``gym`` = gymnasium, ``test`` = the built-in test environment."""
     env_id: str
     """dm_control ``domain/task`` or gymnasium id."""
@@ -70,11 +70,27 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in _TASK_LIST}
 
 
 def task_spec(name: str) -> TaskSpec:
-    """Look a task up by name; an unknown name is a user error that lists the valid ones."""
+    """Look a task up by name; an unknown name is a user error that lists the valid ones.
+    ``a+b+c`` is one agent for several dm_control tasks (envs/multitask.py)."""
+    if "+" in name:
+        return _multi_task_spec(name)
     try:
         return TASKS[name]
     except KeyError:
         raise UserError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}") from None
+
+
+def _multi_task_spec(name: str) -> TaskSpec:
+    parts = name.split("+")
+    specs = [task_spec(part) for part in parts]
+    if len(set(parts)) != len(parts) or not 2 <= len(parts) <= 10:
+        raise UserError(f"multi-task {name!r}: give 2 to 10 different tasks joined by '+'")
+    if any(s.suite != "dmc" for s in specs):
+        raise UserError(f"multi-task {name!r}: only dm_control tasks can be combined")
+    repeats = {s.action_repeat for s in specs}
+    lengths = {s.episode_env_steps for s in specs}
+    # action_repeat 0 = the tasks disagree: Config.validate asks for --env.action-repeat.
+    return TaskSpec(name, "multi", name, repeats.pop() if len(repeats) == 1 else 0, max(lengths))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -334,6 +350,12 @@ class Config:
     def validate(self) -> Config:
         """Check values a user can get wrong; raise :class:`UserError` with what to do."""
         task_spec(self.task)
+        if self.action_repeat == 0 and self.spec.suite == "multi":
+            defaults = ", ".join(f"{t} {task_spec(t).action_repeat}" for t in self.task.split("+"))
+            raise UserError(
+                f"the tasks of {self.task} repeat actions differently ({defaults}); "
+                "one agent needs one: pass --env.action-repeat N"
+            )
         checks: list[tuple[bool, str]] = [
             (self.action_repeat >= 1, "env.action-repeat must be >= 1"),
             (self.episode_policy_steps >= 1, "env.episode-env-steps must be >= env.action-repeat"),

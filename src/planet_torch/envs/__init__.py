@@ -21,6 +21,10 @@ def make_env(cfg: Config, seed: int) -> Env:
     spec = cfg.spec
     action_repeat, max_policy_steps = cfg.action_repeat, cfg.episode_policy_steps
     image_size = cfg.env.image_size
+    if spec.suite == "multi":
+        from planet_torch.envs.multitask import MultiTaskEnv
+
+        return MultiTaskEnv(cfg, seed)
     if spec.suite == "test":
         from planet_torch.envs.testing import ReachEnv
 

@@ -24,6 +24,7 @@ import math
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ from rich.progress import (
 from planet_torch.agents.base import Agent
 from planet_torch.config import Config
 from planet_torch.envs import Env, make_env
+from planet_torch.envs.multitask import returns_per_task
 from planet_torch.errors import UserError
 from planet_torch.replay import Episode, EpisodeDir, EpisodeStore
 from planet_torch.training.checkpoint import (
@@ -104,6 +106,9 @@ def stop_on_signals(run: Stoppable) -> Iterator[None]:
             raise KeyboardInterrupt
         run.stop_requested = True
 
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be installed from the main thread (e.g. some Ray workers)
+        return
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -351,15 +356,18 @@ class BaseTrainer(abc.ABC):
     def _test_phase(self) -> None:
         s, k = self.cfg.schedule, self.counters.tests_done
         scalars = {f"test/{name}": value for name, value in self._test_extras().items()}
-        returns = []
+        returns, seeds = [], []
         for j in range(s.test_episodes):
             index = s.test_seed_episodes + k * s.test_episodes + j
             episode = self._agent_episode("test", index, 0.0)
             returns.append(float(episode.reward.sum()))
+            seeds.append(episode_seed(self.cfg.seed, "test", index))
             if j == 0:
                 name = f"test-{self.counters.updates:07d}.mp4"
                 write_video(self.run.videos / name, episode.image, fps=10)
         scalars["test/return"] = float(np.mean(returns))
+        for task, value in returns_per_task(self.cfg.spec, seeds, returns).items():
+            scalars[f"test/return/{task}"] = value  # multi-task runs: each task's own score
         scalars["env_steps_per_second"] = self.env_steps_per_second
         scalars["seconds_per_action"] = self.seconds_per_action
         self.logger.log(scalars, env_steps=self.env_steps, updates=self.counters.updates)
@@ -466,4 +474,5 @@ class BaseTrainer(abc.ABC):
             "env_steps": self.env_steps,
             "test_returns": returns,
             "wall_seconds": round(self.counters.wall_seconds, 1),
+            "finished": self._finished(),  # False after Ctrl-C / SIGTERM: --resume continues
         }

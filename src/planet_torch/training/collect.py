@@ -17,13 +17,17 @@ from planet_torch.replay import Episode, EpisodeBuilder, EpisodeDir
 from planet_torch.training.run_dir import RunDir
 
 # Streams of randomness per purpose, so adding a test episode never shifts a train episode's seed.
+_TASK_CYCLE = 2520
 SPLIT_STREAM = {"train": 0, "test": 1, "eval": 2, "inspect": 3, "bench": 4}
 
 
 def episode_seed(run_seed: int, split: str, index: int) -> int:
     """Environment seed of episode ``index`` of ``split``: distinct, reproducible, independent."""
     seq = np.random.SeedSequence([run_seed, SPLIT_STREAM[split], index])
-    return int(seq.generate_state(1)[0])
+    seed = int(seq.generate_state(1)[0])
+    # seed ≡ index (mod 2520 = lcm(1..10)): a multi-task env playing tasks[seed % n] alternates
+    # its n <= 10 tasks episode by episode (envs/multitask.py).
+    return seed - seed % _TASK_CYCLE + index % _TASK_CYCLE
 
 
 def run_episode(

@@ -14,6 +14,7 @@ from planet_torch.agents.base import Agent
 from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import Config
 from planet_torch.envs import Env, Observation, make_env
+from planet_torch.envs.multitask import returns_per_task
 from planet_torch.envs.vector import VectorEnv
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
@@ -125,6 +126,7 @@ def evaluate(
         finally:
             env.close()
     counters = state["counters"]
+    seeds = [episode_seed(cfg.seed, "eval", i) for i in range(episodes)]
     scores: dict[str, Any] = {
         "task": cfg.task,
         "variant": cfg.variant,
@@ -135,6 +137,9 @@ def evaluate(
         "std": float(np.std(returns)),
         "episodes": episodes,
     }
+    per_task = returns_per_task(cfg.spec, seeds, returns)
+    if per_task:
+        scores["per_task"] = per_task
     if video is not None and first is not None:
         name = f"eval-{counters['updates']:07d}.{video}"
         scores["video"] = str(write_video(run.videos / name, first, fps=10))

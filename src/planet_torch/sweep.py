@@ -1,0 +1,449 @@
+"""``planet sweep``: tasks × seeds × variants, each trial a Ray task in its own run folder.
+
+Layout of a sweep folder::
+
+    <sweep>/sweep.json              what was asked (tasks, seeds, variants, base config)
+    <sweep>/trials/<trial>/         an ordinary run folder (planet eval/plot/inspect work on it)
+    <sweep>/trials/<trial>.json     the trial's outcome: done/failed, attempts, scores, error
+    <sweep>/logs/<trial>.log        everything the trial printed
+    <sweep>/summary.md|json|png     the table of all trials and their learning curves
+    <sweep>/ray/                    the local Ray cluster's session files and auth token
+
+A trial whose ``<trial>.json`` says done (with the same config) is skipped when the sweep runs
+again; an unfinished one resumes from its last checkpoint (``planet train --resume``). A trial
+that raises is retried (``--retries``, resuming) and then reported; the others go on.
+
+Ray: a local cluster is started by default (``address=None``) with its files, socket paths and
+token inside the sweep folder and usage stats off; ``--address`` joins an existing cluster
+(``auto``, ``host:6379`` or ``ray://host:10001``) -- see the README for what its nodes need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from planet_torch.config import Config, override, task_spec
+from planet_torch.errors import UserError
+from planet_torch.fileio import atomic_write_text
+
+# The paper's ablations (Figure 6/7 of Hafner et al. 2019) as config changes.
+VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+    "rssm": {},
+    "ssm": {"model": {"kind": "ssm"}},
+    "deterministic": {"model": {"mean_only": True}, "loss": {"kl_scale": 0.0}},
+    "random": {"planner": {"iterations": 0, "train_noise": 1.0}},  # original: README
+}
+
+
+@dataclass(frozen=True)
+class Trial:
+    name: str
+    task: str
+    variant: str
+    seed: int
+    config: Config
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-4"`` -> [0, 1, 2, 3, 4]; ``"0,3,7"`` and ``"0-2,9"`` work too."""
+    seeds: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            if "-" in part[1:]:
+                first, last = part.split("-", 1)
+                seeds.extend(range(int(first), int(last) + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: use a range like 0-4 or a list like 0,1,5") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise UserError(f"--seeds {text!r}: give distinct seeds >= 0, e.g. 0-4")
+    return seeds
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"--{what} {text!r}: give a comma-separated list without repeats")
+    return names
+
+
+def plan_trials(base: Config, tasks: str, seeds: str, variants: str) -> list[Trial]:
+    """Every (task, variant, seed) as a validated config, in a stable order."""
+    task_names, variant_names = _names(tasks, "tasks"), _names(variants, "variants")
+    for task in task_names:
+        task_spec(task)  # a UserError listing the known tasks
+    unknown = [v for v in variant_names if v not in VARIANTS]
+    if unknown:
+        raise UserError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    trials = []
+    for task in task_names:
+        for variant in variant_names:
+            for seed in parse_seeds(seeds):
+                cfg = override(base, task=task, seed=seed, **VARIANTS[variant]).validate()
+                trials.append(Trial(f"{task}-{variant}-seed{seed}", task, variant, seed, cfg))
+    return trials
+
+
+# ---------------------------------------------------------------------------------------------
+# One trial (runs inside a Ray worker process)
+# ---------------------------------------------------------------------------------------------
+
+
+def run_trial(config: dict[str, Any], run_dir: str, log_path: str, threads: int) -> dict[str, Any]:
+    """Train one run (resuming it if its folder holds one); returns the trainer's summary.
+    Everything the trial prints goes to ``log_path``."""
+    import torch
+
+    from planet_torch.training.loop import Trainer
+
+    torch.set_num_threads(max(1, threads))
+    cfg = Config.from_dict(config)
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with (
+        open(log_path, "a", buffering=1) as log,
+        contextlib.redirect_stdout(log),
+        contextlib.redirect_stderr(log),
+    ):
+        print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}", flush=True)
+        trainer_kind: Any = Trainer
+        if cfg.algo == "ddpg":
+            from planet_torch.training.ddpg_loop import DDPGTrainer
+
+            trainer_kind = DDPGTrainer
+        resume = (Path(run_dir) / "config.json").exists()
+        trainer = trainer_kind(cfg, Path(run_dir), resume=resume, progress=False)
+        summary: dict[str, Any] = trainer.train()
+        print(f"summary: {json.dumps(summary)}", flush=True)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray
+# ---------------------------------------------------------------------------------------------
+
+_SOCKET_ROOM = 60  # chars Ray appends to its temp dir for socket paths (AF_UNIX limit 107)
+
+
+@contextlib.contextmanager
+def _environ(**values: str) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+_process_token: str | None = None
+
+
+def _token_file(ray_dir: Path) -> Path:
+    """The local cluster's auth token, in the sweep folder (mode 0600). Ray loads the token once
+    per process, so a second sweep in the same process reuses the first one's secret."""
+    global _process_token
+    path = ray_dir / "auth_token"
+    current = path.read_text().strip() if path.exists() else None
+    if _process_token is None:
+        _process_token = current or secrets.token_hex(32)
+    if current != _process_token:
+        atomic_write_text(path, _process_token)
+    path.chmod(0o600)
+    return path
+
+
+@contextlib.contextmanager
+def ray_session(sweep_dir: Path, address: str | None, num_cpus: int | None) -> Iterator[Any]:
+    """``ray`` initialised: a local cluster kept inside ``sweep_dir/ray`` (address None) or a
+    connection to an existing one; shut down on exit."""
+    ray_dir = (sweep_dir / "ray").resolve()
+    ray_dir.mkdir(parents=True, exist_ok=True)
+    env: dict[str, str] = {"RAY_USAGE_STATS_ENABLED": "0"}
+    link: Path | None = None
+    kwargs: dict[str, Any] = {"logging_level": "WARNING", "log_to_driver": False}
+    if address is None:
+        # Ray >= 2.59 turns token auth on and writes the token to ~/.ray: keep it here instead.
+        token = _token_file(ray_dir)
+        if "RAY_AUTH_MODE" not in os.environ:
+            env["RAY_AUTH_MODE"] = "token"
+        env.setdefault("RAY_AUTH_TOKEN_PATH", os.environ.get("RAY_AUTH_TOKEN_PATH", str(token)))
+        temp_dir = ray_dir
+        if len(str(ray_dir)) > 107 - _SOCKET_ROOM:
+            # Socket paths under a deep folder exceed AF_UNIX's 107 bytes: reach the same folder
+            # through a short symlink in /tmp (the files still live in the sweep folder).
+            digest = hashlib.sha1(str(ray_dir).encode()).hexdigest()[:10]
+            link = Path("/tmp") / f"planet-ray-{digest}"
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+            link.symlink_to(ray_dir, target_is_directory=True)
+            temp_dir = link
+        kwargs.update(
+            address="local",
+            num_cpus=num_cpus or os.cpu_count() or 1,
+            include_dashboard=False,
+            object_store_memory=100 * 1024**2,  # trials exchange only small summaries
+            _temp_dir=str(temp_dir),
+        )
+    else:
+        kwargs["address"] = address
+    try:
+        with _environ(**env):
+            try:
+                import ray  # after the environment is set: Ray reads its auth settings on import
+            except ImportError:
+                raise UserError("planet sweep needs Ray: pip install 'ray==2.60.0'") from None
+            try:
+                ray.init(**kwargs)
+            except Exception as error:  # Ray raises plain Exception on a start-up timeout
+                where = address or "a local Ray cluster"
+                first = " ".join(str(error).split())[:200]
+                raise UserError(f"could not start or reach {where}: {first}") from None
+            try:
+                yield ray
+            finally:
+                ray.shutdown()
+    finally:
+        if link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                link.unlink()
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    retries: int = 1
+    num_cpus: int | None = None
+
+
+class Sweep:
+    def __init__(self, sweep_dir: Path, trials: Sequence[Trial], options: SweepOptions) -> None:
+        if options.retries < 0 or options.cpus_per_trial <= 0 or options.gpus_per_trial < 0:
+            raise UserError("--retries must be >= 0, --cpus-per-trial > 0, --gpus-per-trial >= 0")
+        self.dir = sweep_dir
+        self.trials = list(trials)
+        self.options = options
+        self.outcomes: dict[str, dict[str, Any]] = {}
+
+    def run_dir(self, trial: Trial) -> Path:
+        return self.dir / "trials" / trial.name
+
+    def outcome_path(self, trial: Trial) -> Path:
+        return self.dir / "trials" / f"{trial.name}.json"
+
+    def log_path(self, trial: Trial) -> Path:
+        return self.dir / "logs" / f"{trial.name}.log"
+
+    def _finished_before(self, trial: Trial) -> dict[str, Any] | None:
+        path = self.outcome_path(trial)
+        if not path.exists():
+            return None
+        try:
+            outcome: dict[str, Any] = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return None
+        if outcome.get("status") == "done" and outcome.get("config") == trial.config.to_dict():
+            return outcome
+        return None
+
+    def _record(self, trial: Trial, status: str, attempts: int, **extra: Any) -> None:
+        outcome = {
+            "trial": trial.name,
+            "task": trial.task,
+            "variant": trial.variant,
+            "seed": trial.seed,
+            "status": status,
+            "attempts": attempts,
+            "run_dir": str(self.run_dir(trial)),
+            "log": str(self.log_path(trial)),
+            **extra,
+            "config": trial.config.to_dict(),
+        }
+        self.outcomes[trial.name] = outcome
+        atomic_write_text(self.outcome_path(trial), json.dumps(outcome, indent=2) + "\n")
+
+    def run(self) -> dict[str, Any]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "trials").mkdir(exist_ok=True)
+        todo = []
+        for trial in self.trials:
+            before = self._finished_before(trial)
+            if before is None:
+                todo.append(trial)
+            else:
+                self.outcomes[trial.name] = before
+                print(f"skip  {trial.name}: finished in an earlier run of this sweep")
+        if todo:
+            self._run_on_ray(todo)
+        return self.write_summary()
+
+    def _run_on_ray(self, todo: list[Trial]) -> None:
+        o = self.options
+        with ray_session(self.dir, o.address, o.num_cpus) as ray:
+            remote = ray.remote(
+                num_cpus=o.cpus_per_trial,
+                num_gpus=o.gpus_per_trial,
+                max_calls=1,  # a fresh worker process per trial: no state carried between trials
+                max_retries=0,  # retries are ours: they resume from the trial's checkpoint
+            )(run_trial)
+            threads = max(1, int(o.cpus_per_trial))
+            pending: dict[Any, tuple[Trial, int, float]] = {}
+
+            def submit(trial: Trial, attempt: int) -> None:
+                ref = remote.remote(
+                    trial.config.to_dict(),
+                    str(self.run_dir(trial).resolve()),
+                    str(self.log_path(trial).resolve()),
+                    threads,
+                )
+                pending[ref] = (trial, attempt, time.monotonic())
+                print(f"start {trial.name} (attempt {attempt})", flush=True)
+
+            for trial in todo:
+                submit(trial, 1)
+            while pending:
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                trial, attempt, started = pending.pop(ref)
+                minutes = (time.monotonic() - started) / 60
+                try:
+                    summary = ray.get(ref)
+                except Exception as error:  # the trial raised, or its worker died
+                    message = _one_line_error(error)
+                    if attempt <= o.retries:
+                        print(f"retry {trial.name}: {message}", flush=True)
+                        submit(trial, attempt + 1)
+                    else:
+                        self._record(trial, "failed", attempt, error=message)
+                        print(f"FAIL  {trial.name} after {attempt} attempt(s): {message}")
+                    continue
+                status = "done" if summary.get("finished", True) else "stopped"
+                self._record(trial, status, attempt, minutes=round(minutes, 2), **summary)
+                print(f"{status:5s} {trial.name}: {_score_text(summary)}", flush=True)
+
+    # -- summary ---------------------------------------------------------------------------
+
+    def write_summary(self) -> dict[str, Any]:
+        rows = [_row(self.outcomes[t.name]) for t in self.trials if t.name in self.outcomes]
+        summary = {"trials": rows, "total": len(self.trials)}
+        lines = [
+            "| trial | task | variant | seed | status | updates | env steps | last-3 test return "
+            "| attempts | note |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for r in rows:
+            score = "" if r["last3_return"] is None else f"{r['last3_return']:.1f}"
+            lines.append(
+                f"| {r['trial']} | {r['task']} | {r['variant']} | {r['seed']} | {r['status']} "
+                f"| {r['updates'] or ''} | {r['env_steps'] or ''} | {score} | {r['attempts']} "
+                f"| {r['error'] or ''} |"
+            )
+        groups = _group_means(rows)
+        if groups:
+            lines += [
+                "",
+                "| task | variant | seeds | mean last-3 test return |",
+                "|---|---|---|---:|",
+            ]
+            lines += [f"| {t} | {v} | {n} | {m:.1f} |" for (t, v), (n, m) in groups.items()]
+        table = "\n".join(lines) + "\n"
+        atomic_write_text(self.dir / "summary.md", table)
+        atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        plotted = [
+            self.run_dir(t)
+            for t in self.trials
+            if (self.run_dir(t) / "metrics.jsonl").exists()
+            and self.outcomes.get(t.name, {}).get("test_returns")
+        ]
+        if plotted:
+            from planet_torch.training.plot import plot_runs
+
+            summary["plot"] = str(plot_runs(plotted, self.dir / "summary.png"))
+        summary["table"] = table
+        return summary
+
+
+def _one_line_error(error: BaseException) -> str:
+    cause = getattr(error, "cause", None) or error  # RayTaskError wraps the trial's exception
+    text = f"{type(cause).__name__}: {cause}"
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return " ".join(lines[0].split())[:300] if lines else type(cause).__name__
+
+
+def _score_text(summary: dict[str, Any]) -> str:
+    returns = summary.get("test_returns") or []
+    last = sum(returns[-3:]) / len(returns[-3:]) if returns else float("nan")
+    return (
+        f"{summary.get('updates')} updates, {summary.get('env_steps')} env steps, "
+        f"last-3 test return {last:.1f}"
+    )
+
+
+def _row(outcome: dict[str, Any]) -> dict[str, Any]:
+    returns = outcome.get("test_returns") or []
+    return {
+        "trial": outcome["trial"],
+        "task": outcome["task"],
+        "variant": outcome["variant"],
+        "seed": outcome["seed"],
+        "status": outcome["status"],
+        "attempts": outcome.get("attempts", 0),
+        "updates": outcome.get("updates"),
+        "env_steps": outcome.get("env_steps"),
+        "last3_return": sum(returns[-3:]) / len(returns[-3:]) if returns else None,
+        "run_dir": outcome.get("run_dir"),
+        "error": outcome.get("error"),
+    }
+
+
+def _group_means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, float]]:
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        if r["last3_return"] is not None:
+            groups.setdefault((r["task"], r["variant"]), []).append(r["last3_return"])
+    return {k: (len(v), sum(v) / len(v)) for k, v in groups.items()}
+
+
+def sweep_record(tasks: str, seeds: str, variants: str, base: Config) -> dict[str, Any]:
+    return {
+        "tasks": tasks,
+        "seeds": seeds,
+        "variants": variants,
+        "base_config": base.to_dict(),
+        "command": " ".join(["planet", *sys.argv[1:]]),
+    }
+
+
+def write_sweep_record(sweep_dir: Path, record: dict[str, Any]) -> None:
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / "sweep.json", json.dumps(record, indent=2) + "\n")
+
+
+__all__ = [
+    "VARIANTS",
+    "Sweep",
+    "SweepOptions",
+    "Trial",
+    "parse_seeds",
+    "plan_trials",
+    "run_trial",
+]

@@ -1,0 +1,97 @@
+"""One agent for several tasks: actions padded, tasks alternating per episode, scores per task."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import assert_one_line_error, planet
+
+from planet_torch.config import DEBUG, override, task_spec
+from planet_torch.envs import make_env
+from planet_torch.envs.multitask import task_of_seed
+from planet_torch.errors import UserError
+from planet_torch.replay import EpisodeDir
+from planet_torch.training.collect import episode_seed
+
+TASKS = "cartpole-balance+reacher-easy"  # 1 and 2 action dims
+
+
+def test_episode_seeds_alternate_the_tasks() -> None:
+    for names in (TASKS, "cartpole-balance+reacher-easy+cheetah-run"):
+        spec = task_spec(names)
+        parts = names.split("+")
+        for split in ("train", "test", "eval"):
+            played = [task_of_seed(spec, episode_seed(3, split, i)) for i in range(12)]
+            assert played == [parts[i % len(parts)] for i in range(12)]
+    seeds = [episode_seed(0, "train", i) for i in range(100)]
+    assert len(set(seeds)) == 100
+
+
+def test_multi_task_names_are_checked() -> None:
+    with pytest.raises(UserError, match="different tasks"):
+        task_spec("cartpole-balance+cartpole-balance")
+    with pytest.raises(UserError, match="dm_control"):
+        task_spec("cartpole-balance+car-racing")
+    with pytest.raises(UserError, match="unknown task"):
+        task_spec("cartpole-balance+walker-walkk")
+    with pytest.raises(UserError, match=r"--env\.action-repeat"):
+        override(DEBUG, task="cartpole-balance+walker-walk").validate()
+
+
+def test_multi_task_env_pads_actions_and_hides_the_state() -> None:
+    cfg = override(DEBUG, task=TASKS, env={"action_repeat": 4})
+    env = make_env(cfg, seed=0)
+    try:
+        assert env.action_size == 2 and env.state_size == 0
+        for index, task in enumerate(("cartpole-balance", "reacher-easy")):
+            observation = env.reset(episode_seed(0, "train", index))
+            assert env.task == task  # type: ignore[attr-defined]
+            assert observation.image.shape == (64, 64, 3) and observation.state.shape == (0,)
+            result = env.step(np.array([0.5, -0.5], np.float32))
+            assert result.observation.image.dtype == np.uint8
+    finally:
+        env.close()
+
+
+def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = planet(
+        "train",
+        "--preset",
+        "debug",
+        "--task",
+        TASKS,
+        "--env.action-repeat",
+        "4",
+        "--schedule.test-episodes",
+        "2",
+        "--run-dir",
+        str(run),
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    train = list(EpisodeDir(run / "train_episodes"))
+    assert len(train) > DEBUG.schedule.seed_episodes
+    assert {e.action.shape[1] for e in train} == {2}
+    # Episodes alternate cartpole (even: the pole starts upright, ~1 reward per env step)
+    # and reacher (odd: sparse reward); cartpole ignores the padded second action dim.
+    rewards = [float(e.reward.sum()) for e in train]
+    assert all(r > 0.5 * DEBUG.env.episode_env_steps for r in rewards[0::2]), rewards
+    tests = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in tests if "test/return" in r]
+    assert scored and all(
+        f"test/return/{t}" in scored[-1] for t in ("cartpole-balance", "reacher-easy")
+    )
+    result = planet("eval", "--run-dir", str(run), "--episodes", "2", "--video", "none")
+    assert result.returncode == 0, result.stderr[-2000:]
+    scores = json.loads((run / "scores.json").read_text())
+    assert set(scores["per_task"]) == {"cartpole-balance", "reacher-easy"}
+    assert "cartpole-balance: mean return" in result.stdout
+
+
+def test_mixed_action_repeats_are_a_one_line_error(tmp_path: Path) -> None:
+    result = planet(
+        "train", "--preset", "debug", "--task", "cartpole-balance+walker-walk",
+        "--run-dir", str(tmp_path / "r"),
+    )  # fmt: skip
+    assert_one_line_error(result, "--env.action-repeat", "walker-walk 2")

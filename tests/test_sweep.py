@@ -1,0 +1,108 @@
+"""`planet sweep` on a real local Ray cluster: trials, skip on re-run, a failing trial reported."""
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import assert_one_line_error, planet
+
+from planet_torch.config import DEBUG, override
+from planet_torch.errors import UserError
+from planet_torch.sweep import parse_seeds, plan_trials
+from planet_torch.training.run_dir import RunDir
+
+
+def test_seeds_and_variants_become_configs() -> None:
+    assert parse_seeds("0-4") == [0, 1, 2, 3, 4]
+    assert parse_seeds("0-1,7") == [0, 1, 7]
+    for bad in ("", "a-b", "1,1", "-3"):
+        with pytest.raises(UserError):
+            parse_seeds(bad)
+    trials = plan_trials(
+        DEBUG, "cartpole-balance,cheetah-run", "0-1", "rssm,ssm,deterministic,random"
+    )
+    assert len(trials) == 16 and len({t.name for t in trials}) == 16
+    assert {t.config.variant for t in trials} == {"planet", "ssm", "deterministic", "random"}
+    det = next(t for t in trials if t.variant == "deterministic").config
+    assert det.model.mean_only and det.loss.kl_scale == 0.0
+    rnd = next(t for t in trials if t.variant == "random").config
+    assert rnd.planner.iterations == 0 and rnd.planner.train_noise == 1.0
+    assert {(t.task, t.seed) for t in trials} == {
+        (task, seed) for task in ("cartpole-balance", "cheetah-run") for seed in (0, 1)
+    }
+    with pytest.raises(UserError, match="unknown variant"):
+        plan_trials(DEBUG, "cartpole-balance", "0", "rssm,dreamer")
+    with pytest.raises(UserError, match="unknown task"):
+        plan_trials(DEBUG, "cartpole-balanse", "0", "rssm")
+
+
+def test_bad_sweep_arguments_are_one_line_errors(tmp_path: Path) -> None:
+    sweep = str(tmp_path / "s")
+    assert_one_line_error(planet("sweep", "--seeds", "x", "--sweep-dir", sweep), "--seeds")
+    assert_one_line_error(planet("sweep", "--variants", "ppo", "--sweep-dir", sweep), "ppo")
+
+
+def _sweep(sweep: Path, seeds: str) -> tuple[int, str, dict]:
+    result = planet(
+        "sweep",
+        "--preset",
+        "debug",
+        "--tasks",
+        "cartpole-balance",
+        "--seeds",
+        seeds,
+        "--sweep-dir",
+        str(sweep),
+        "--num-cpus",
+        "2",
+        "--retries",
+        "1",
+        cwd=sweep.parent,
+    )
+    assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
+    summary = json.loads((sweep / "summary.json").read_text())
+    return result.returncode, result.stdout + result.stderr, summary
+
+
+def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    outside = [Path.home() / ".ray", Path("/tmp/ray")]
+    existed = [p.exists() for p in outside]
+    code, out, summary = _sweep(sweep, "0-1")
+    for path, was_there in zip(outside, existed, strict=True):
+        assert was_there or not path.exists(), f"Ray wrote {path}"
+    links = [
+        p for p in Path("/tmp").glob("planet-ray-*") if str(p.readlink()).startswith(str(sweep))
+    ]
+    assert not links, "the short link to the socket folder is removed at the end"
+    assert code == 0, out
+    rows = {r["trial"]: r for r in summary["trials"]}
+    assert set(rows) == {"cartpole-balance-rssm-seed0", "cartpole-balance-rssm-seed1"}
+    for name, row in rows.items():
+        assert row["status"] == "done" and row["updates"] == DEBUG.schedule.total_updates
+        run = RunDir(sweep / "trials" / name)
+        assert run.load_config().seed == int(name[-1])
+        assert len(list(run.train_episodes.glob("*.npz"))) > DEBUG.schedule.seed_episodes
+        assert (run.checkpoints / "latest.pt").exists()
+        assert "summary:" in (sweep / "logs" / f"{name}.log").read_text()
+    assert (sweep / "summary.png").stat().st_size > 5000
+    assert "| cartpole-balance | rssm | 2 |" in (sweep / "summary.md").read_text()
+    assert list((sweep / "ray").glob("session_*/logs")), "Ray's files belong in the sweep folder"
+    assert oct((sweep / "ray" / "auth_token").stat().st_mode)[-3:] == "600"
+    checkpoint = sweep / "trials" / "cartpole-balance-rssm-seed0" / "checkpoints" / "latest.pt"
+    mtime = checkpoint.stat().st_mtime_ns
+
+    # Seed 2's folder holds a run of another config: that trial fails (twice: one retry) and is
+    # reported; seed 3 still trains; seeds 0 and 1 are skipped.
+    other = override(DEBUG, task="cartpole-balance", seed=2, model={"belief_size": 8})
+    RunDir(sweep / "trials" / "cartpole-balance-rssm-seed2").prepare(other)
+    code, out, summary = _sweep(sweep, "0-3")
+    assert code == 1, out
+    rows = {r["trial"]: r for r in summary["trials"]}
+    assert "skip  cartpole-balance-rssm-seed0" in out and "skip  cartpole-balance-rssm-seed1" in out
+    assert checkpoint.stat().st_mtime_ns == mtime  # not trained again
+    failed = rows["cartpole-balance-rssm-seed2"]
+    assert failed["status"] == "failed" and failed["attempts"] == 2
+    assert "config" in failed["error"] and "\n" not in failed["error"]
+    assert rows["cartpole-balance-rssm-seed3"]["status"] == "done"
+    assert "1 of 4 trials failed" in out
