@@ -87,6 +87,8 @@ def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path) -> None:
     scores = json.loads((run / "scores.json").read_text())
     assert set(scores["per_task"]) == {"cartpole-balance", "reacher-easy"}
     assert "cartpole-balance: mean return" in result.stdout
+    result = planet("inspect", "--run-dir", str(run), "--sim-candidates", "8")
+    assert result.returncode == 0 and "RuntimeWarning" not in result.stderr, result.stderr[-2000:]
 
 
 def test_mixed_action_repeats_are_a_one_line_error(tmp_path: Path) -> None:

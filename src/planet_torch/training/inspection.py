@@ -207,7 +207,11 @@ def _latent(
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.4))
     text = []
-    if test.state is not None and all(e.state is not None for e in train):
+    if (
+        test.state is not None
+        and test.state.shape[-1] > 0  # multi-task runs store no state vector
+        and all(e.state is not None for e in train)
+    ):
         fit = [_filter(model, e, g)[0] for e in train]
         x_fit = np.concatenate([model.rssm.features(p)[:, 0].cpu().numpy() for p in fit])
         y_fit = np.concatenate([e.state for e in train if e.state is not None])
