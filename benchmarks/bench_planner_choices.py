@@ -43,13 +43,13 @@ def play(run_dir: Path, planner: dict[str, Any], episodes: int) -> dict[str, Any
     cfg = run.load_config()
     cfg = override(cfg, planner=planner)
     state = load_checkpoint(run.checkpoints / CHECKPOINT_NAME)
-    env = make_env(cfg, seed=episode_seed(cfg.seed, "bench", 0))
+    env = make_env(cfg, seed=episode_seed(cfg.seed, "bench", 0, cfg.task_count))
     model = WorldModel(cfg, env.action_size, env.state_size)
     model.load_state_dict(state[Trainer.learner_key]["model"])
     model.eval()
     returns, seconds, steps = [], 0.0, 0
     for i in range(episodes):
-        seed = episode_seed(cfg.seed, "bench", i)
+        seed = episode_seed(cfg.seed, "bench", i, cfg.task_count)
         agent = PlanetAgent(model, cfg.planner, noise=0.0, generator=counter_generator("cpu", seed))
         start = time.perf_counter()
         episode = run_episode(env, agent, seed)

@@ -22,9 +22,9 @@ def test_episode_seeds_alternate_the_tasks() -> None:
         spec = task_spec(names)
         parts = names.split("+")
         for split in ("train", "test", "eval"):
-            played = [task_of_seed(spec, episode_seed(3, split, i)) for i in range(12)]
+            played = [task_of_seed(spec, episode_seed(3, split, i, len(parts))) for i in range(12)]
             assert played == [parts[i % len(parts)] for i in range(12)]
-    seeds = [episode_seed(0, "train", i) for i in range(100)]
+    seeds = [episode_seed(0, "train", i, 3) for i in range(100)]
     assert len(set(seeds)) == 100
 
 
@@ -45,7 +45,7 @@ def test_multi_task_env_pads_actions_and_hides_the_state() -> None:
     try:
         assert env.action_size == 2 and env.state_size == 0
         for index, task in enumerate(("cartpole-balance", "reacher-easy")):
-            observation = env.reset(episode_seed(0, "train", index))
+            observation = env.reset(episode_seed(0, "train", index, 2))
             assert env.task == task  # type: ignore[attr-defined]
             assert observation.image.shape == (64, 64, 3) and observation.state.shape == (0,)
             result = env.step(np.array([0.5, -0.5], np.float32))

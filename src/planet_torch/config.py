@@ -328,6 +328,11 @@ class Config:
         return self.env.action_repeat or self.spec.action_repeat
 
     @property
+    def task_count(self) -> int:
+        """Tasks one agent plays: 1, or n for a multi-task ``a+b+…``."""
+        return len(self.task.split("+"))
+
+    @property
     def episode_env_steps(self) -> int:
         return self.env.episode_env_steps or self.spec.episode_env_steps
 

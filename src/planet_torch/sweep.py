@@ -307,7 +307,7 @@ class Sweep:
                 max_retries=0,  # retries are ours: they resume from the trial's checkpoint
             )(run_trial)
             threads = max(1, int(o.cpus_per_trial))
-            pending: dict[Any, tuple[Trial, int, float]] = {}
+            pending: dict[Any, tuple[Trial, int]] = {}
 
             def submit(trial: Trial, attempt: int) -> None:
                 ref = remote.remote(
@@ -316,15 +316,14 @@ class Sweep:
                     str(self.log_path(trial).resolve()),
                     threads,
                 )
-                pending[ref] = (trial, attempt, time.monotonic())
+                pending[ref] = (trial, attempt)
                 print(f"start {trial.name} (attempt {attempt})", flush=True)
 
             for trial in todo:
                 submit(trial, 1)
             while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
-                trial, attempt, started = pending.pop(ref)
-                minutes = (time.monotonic() - started) / 60
+                trial, attempt = pending.pop(ref)
                 try:
                     summary = ray.get(ref)
                 except Exception as error:  # the trial raised, or its worker died
@@ -337,7 +336,7 @@ class Sweep:
                         print(f"FAIL  {trial.name} after {attempt} attempt(s): {message}")
                     continue
                 status = "done" if summary.get("finished", True) else "stopped"
-                self._record(trial, status, attempt, minutes=round(minutes, 2), **summary)
+                self._record(trial, status, attempt, **summary)
                 print(f"{status:5s} {trial.name}: {_score_text(summary)}", flush=True)
 
     # -- summary ---------------------------------------------------------------------------
@@ -355,7 +354,7 @@ class Sweep:
             lines.append(
                 f"| {r['trial']} | {r['task']} | {r['variant']} | {r['seed']} | {r['status']} "
                 f"| {r['updates'] or ''} | {r['env_steps'] or ''} | {score} | {r['attempts']} "
-                f"| {r['error'] or ''} |"
+                f"| {(r['error'] or '').replace('|', '/')} |"
             )
         groups = _group_means(rows)
         if groups:

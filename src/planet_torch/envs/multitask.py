@@ -6,7 +6,7 @@ fewer), and the low-dimensional state is dropped because its size differs betwee
 original: ``PadActions`` + ``SelectObservations(['image'])``, configs.py ``_tasks``).
 
 Which task an episode plays is a function of its seed: ``tasks[seed % n]``. Episode seeds
-(training/collect.py:episode_seed) are made so that ``seed % n == index % n`` for up to 10 tasks,
+(training/collect.py:episode_seed) of a multi-task run are made so that ``seed % n == index % n``,
 so the tasks alternate episode by episode -- in collection, tests and evaluation, in worker
 processes, and after a resume.
 """

@@ -157,7 +157,7 @@ class BaseTrainer(abc.ABC):
         self.stop_requested = False
         self.train_store = EpisodeStore(EpisodeDir(self.run.train_episodes))
         self.test_store = EpisodeStore(EpisodeDir(self.run.test_episodes))
-        self.env: Env = make_env(cfg, seed=episode_seed(cfg.seed, "train", 0))
+        self.env: Env = make_env(cfg, seed=episode_seed(cfg.seed, "train", 0, cfg.task_count))
         seed_everything(cfg.seed)  # initial weights come from the global stream
         self._build()
         self.counters = Counters()
@@ -332,7 +332,7 @@ class BaseTrainer(abc.ABC):
             raise UserError(
                 f"{split}_episodes/ is missing episodes before #{index}; was a file deleted?"
             )
-        seed = episode_seed(self.cfg.seed, split, index)
+        seed = episode_seed(self.cfg.seed, split, index, self.cfg.task_count)
         agent = self._make_agent(seed, noise, test=split == "test")
         start = time.perf_counter()
         episode = run_episode(self.env, agent, seed, should_stop=self._check_stop)
@@ -361,7 +361,7 @@ class BaseTrainer(abc.ABC):
             index = s.test_seed_episodes + k * s.test_episodes + j
             episode = self._agent_episode("test", index, 0.0)
             returns.append(float(episode.reward.sum()))
-            seeds.append(episode_seed(self.cfg.seed, "test", index))
+            seeds.append(episode_seed(self.cfg.seed, "test", index, self.cfg.task_count))
             if j == 0:
                 name = f"test-{self.counters.updates:07d}.mp4"
                 write_video(self.run.videos / name, episode.image, fps=10)

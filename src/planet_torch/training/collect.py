@@ -17,17 +17,16 @@ from planet_torch.replay import Episode, EpisodeBuilder, EpisodeDir
 from planet_torch.training.run_dir import RunDir
 
 # Streams of randomness per purpose, so adding a test episode never shifts a train episode's seed.
-_TASK_CYCLE = 2520
 SPLIT_STREAM = {"train": 0, "test": 1, "eval": 2, "inspect": 3, "bench": 4}
 
 
-def episode_seed(run_seed: int, split: str, index: int) -> int:
-    """Environment seed of episode ``index`` of ``split``: distinct, reproducible, independent."""
+def episode_seed(run_seed: int, split: str, index: int, tasks: int = 1) -> int:
+    """Environment seed of episode ``index`` of ``split``: distinct, reproducible, independent.
+    With ``tasks`` = n > 1 (a multi-task run) seed ≡ index (mod n): the env plays
+    tasks[seed % n], so the tasks alternate episode by episode (envs/multitask.py)."""
     seq = np.random.SeedSequence([run_seed, SPLIT_STREAM[split], index])
     seed = int(seq.generate_state(1)[0])
-    # seed ≡ index (mod 2520 = lcm(1..10)): a multi-task env playing tasks[seed % n] alternates
-    # its n <= 10 tasks episode by episode (envs/multitask.py).
-    return seed - seed % _TASK_CYCLE + index % _TASK_CYCLE
+    return seed if tasks == 1 else seed - seed % tasks + index % tasks
 
 
 def run_episode(
@@ -89,7 +88,7 @@ def _collect_random_parallel(
     """The same episodes as the serial loop (each random agent is seeded by its episode's seed
     and ignores observations), played ``env.workers`` processes wide, saved in index order."""
     first = len(folder)
-    seeds = [episode_seed(cfg.seed, split, index) for index in range(first, count)]
+    seeds = [episode_seed(cfg.seed, split, index, cfg.task_count) for index in range(first, count)]
     with VectorEnv(cfg, seeds, workers=cfg.env.workers) as venv:
         agents = [
             RandomAgent(
@@ -124,10 +123,10 @@ def collect_random(cfg: Config, run: RunDir, split: str, count: int) -> list[Col
         return done
     if cfg.env.workers > 1 and count - len(folder) > 1:
         return _collect_random_parallel(cfg, folder, split, count)
-    env = make_env(cfg, seed=episode_seed(cfg.seed, split, 0))
+    env = make_env(cfg, seed=episode_seed(cfg.seed, split, 0, cfg.task_count))
     try:
         for index in range(len(folder), count):
-            seed = episode_seed(cfg.seed, split, index)
+            seed = episode_seed(cfg.seed, split, index, cfg.task_count)
             agent = RandomAgent(env.action_low, env.action_high, np.random.default_rng(seed))
             episode = run_episode(env, agent, seed)
             path = folder.save(episode)

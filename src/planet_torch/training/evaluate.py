@@ -63,7 +63,8 @@ def _evaluate_batched(
     model: WorldModel | None = None
     for start in range(0, episodes, workers):
         seeds = [
-            episode_seed(cfg.seed, "eval", i) for i in range(start, min(episodes, start + workers))
+            episode_seed(cfg.seed, "eval", i, cfg.task_count)
+            for i in range(start, min(episodes, start + workers))
         ]
         with VectorEnv(cfg, seeds, workers=len(seeds)) as venv:
             if model is None:  # once: the env's sizes are known after the first workers start
@@ -113,11 +114,11 @@ def evaluate(
     if workers > 1 and cfg.algo == "planet" and Trainer.learner_key in state:
         returns, first = _evaluate_batched(cfg, state, torch_device, episodes, workers)
     else:
-        env = make_env(cfg, seed=episode_seed(cfg.seed, "eval", 0))
+        env = make_env(cfg, seed=episode_seed(cfg.seed, "eval", 0, cfg.task_count))
         try:
             make_agent = _agent_factory(cfg, state, env, torch_device)
             for i in range(episodes):
-                seed = episode_seed(cfg.seed, "eval", i)
+                seed = episode_seed(cfg.seed, "eval", i, cfg.task_count)
                 agent = make_agent(seed)
                 episode = run_episode(env, agent, seed)
                 returns.append(float(episode.reward.sum()))
@@ -126,7 +127,7 @@ def evaluate(
         finally:
             env.close()
     counters = state["counters"]
-    seeds = [episode_seed(cfg.seed, "eval", i) for i in range(episodes)]
+    seeds = [episode_seed(cfg.seed, "eval", i, cfg.task_count) for i in range(episodes)]
     scores: dict[str, Any] = {
         "task": cfg.task,
         "variant": cfg.variant,

@@ -257,7 +257,7 @@ def _planner(
     out: Path,
     report: Report,
 ) -> None:
-    seed = episode_seed(cfg.seed, "inspect", 0)
+    seed = episode_seed(cfg.seed, "inspect", 0, cfg.task_count)
     recorded: list[CEMIteration] = []
     agent = PlanetAgent(
         model,
