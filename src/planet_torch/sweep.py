@@ -180,7 +180,8 @@ def ray_session(sweep_dir: Path, address: str | None, num_cpus: int | None) -> I
         token = _token_file(ray_dir)
         if "RAY_AUTH_MODE" not in os.environ:
             env["RAY_AUTH_MODE"] = "token"
-        env.setdefault("RAY_AUTH_TOKEN_PATH", os.environ.get("RAY_AUTH_TOKEN_PATH", str(token)))
+        if "RAY_AUTH_TOKEN_PATH" not in os.environ:
+            env["RAY_AUTH_TOKEN_PATH"] = str(token)
         temp_dir = ray_dir
         if len(str(ray_dir)) > 107 - _SOCKET_ROOM:
             # Socket paths under a deep folder exceed AF_UNIX's 107 bytes: reach the same folder
