@@ -10,14 +10,21 @@ settings and reports mean return and seconds per action for each:
   make the chosen actions worse;
 * warm start (``--planner.warm-start``: previous plan shifted by one step) vs the original's
   re-initialisation at N(0, 1), at the run's iteration count and at a third of it, where a
-  good initial guess should matter most.
+  good initial guess should matter most;
+* any other planner fields, named on the command line (how the cpu preset's horizon was chosen)::
 
-Every setting plays the same episode seeds (same initial states).
+    .venv/bin/python benchmarks/bench_planner_choices.py --run-dir runs/learn-cpu-balance-v5-s0 \
+        --episodes 6 --only as-trained h20 --set h20:horizon=20,candidates=200,top_k=20
+
+Every setting plays the same episode seeds (same initial states), all episodes of a setting at
+once (one environment process each, one batched CEM call per step), as test episodes are
+planned (``planner.test_imagination``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -29,41 +36,44 @@ from typing import Any
 def play(run_dir: Path, planner: dict[str, Any], episodes: int) -> dict[str, Any]:
     import dataclasses
 
-    from planet_torch.agents.planet import PlanetAgent
+    import torch
+
     from planet_torch.config import override
-    from planet_torch.envs import make_env
-    from planet_torch.models import WorldModel
-    from planet_torch.training.base import CHECKPOINT_NAME, counter_generator
+    from planet_torch.training.base import CHECKPOINT_NAME
     from planet_torch.training.checkpoint import load_checkpoint
-    from planet_torch.training.collect import episode_seed, run_episode
-    from planet_torch.training.loop import Trainer
+    from planet_torch.training.evaluate import evaluate_batched
     from planet_torch.training.run_dir import RunDir
 
     run = RunDir(run_dir)
-    cfg = run.load_config()
-    cfg = override(cfg, planner=planner)
+    cfg = override(run.load_config(), planner=planner)
     state = load_checkpoint(run.checkpoints / CHECKPOINT_NAME)
-    env = make_env(cfg, seed=episode_seed(cfg.seed, "bench", 0, cfg.task_count))
-    model = WorldModel(cfg, env.action_size, env.state_size)
-    model.load_state_dict(state[Trainer.learner_key]["model"])
-    model.eval()
-    returns, seconds, steps = [], 0.0, 0
-    for i in range(episodes):
-        seed = episode_seed(cfg.seed, "bench", i, cfg.task_count)
-        agent = PlanetAgent(model, cfg.planner, noise=0.0, generator=counter_generator("cpu", seed))
-        start = time.perf_counter()
-        episode = run_episode(env, agent, seed)
-        seconds += time.perf_counter() - start
-        steps += episode.policy_steps
-        returns.append(float(episode.reward.sum()))
-    env.close()
+    start = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # its per-episode lines; stdout is the JSON
+        returns, first = evaluate_batched(cfg, state, torch.device("cpu"), episodes, episodes)
+    seconds = time.perf_counter() - start
     return {
         "planner": dataclasses.asdict(cfg.planner),
         "returns": returns,
         "mean": statistics.mean(returns),
-        "seconds_per_action": seconds / steps,
+        "seconds_per_action": seconds / (len(first) - 1),  # batched: wall time per decision
         "updates": state["counters"]["updates"],
     }
+
+
+def parse_setting(text: str) -> tuple[str, dict[str, Any]]:
+    """``NAME:key=value,key=value`` -> (NAME, planner fields), values typed like the field."""
+    from planet_torch.config import PlannerConfig
+
+    name, _, fields = text.partition(":")
+    defaults = PlannerConfig()
+    planner: dict[str, Any] = {}
+    for item in filter(None, fields.split(",")):
+        key, _, value = item.partition("=")
+        if not hasattr(defaults, key):
+            raise SystemExit(f"--set {text!r}: PlannerConfig has no field {key!r}")
+        kind = type(getattr(defaults, key))
+        planner[key] = value.lower() in ("1", "true") if kind is bool else kind(value)
+    return name, planner
 
 
 def main() -> None:
@@ -73,12 +83,20 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, required=True)
     parser.add_argument("--episodes", type=int, default=4)
     parser.add_argument("--only", nargs="*", help="play only settings whose name starts so")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME:FIELD=VALUE,...",
+        help="an extra setting: planner fields changed from the run's config",
+    )
     args = parser.parse_args()
     from planet_torch.training.run_dir import RunDir
 
     iterations = RunDir(args.run_dir).load_config().planner.iterations
     few = max(1, iterations // 3)
     settings = {
+        "as-trained": {},
         "float32": {"compute_dtype": "float32"},
         "bfloat16": {"compute_dtype": "bfloat16"},
         f"cold start, {iterations} iterations": {"warm_start": False},
@@ -86,6 +104,7 @@ def main() -> None:
         f"cold start, {few} iterations": {"warm_start": False, "iterations": few},
         f"warm start, {few} iterations": {"warm_start": True, "iterations": few},
     }
+    settings.update(parse_setting(text) for text in args.set)
     report: dict[str, Any] = {"run_dir": str(args.run_dir), "settings": {}}
     for name, planner in settings.items():
         if args.only and not any(name.startswith(prefix) for prefix in args.only):

@@ -52,7 +52,7 @@ def _agent_factory(
     )
 
 
-def _evaluate_batched(
+def evaluate_batched(
     cfg: Config, state: dict[str, Any], device: torch.device, episodes: int, workers: int
 ) -> tuple[list[float], np.ndarray]:
     """PlaNet episodes ``workers`` at a time: one env per worker process, one batched CEM call
@@ -112,7 +112,7 @@ def evaluate(
     returns: list[float] = []
     first = None
     if workers > 1 and cfg.algo == "planet" and Trainer.learner_key in state:
-        returns, first = _evaluate_batched(cfg, state, torch_device, episodes, workers)
+        returns, first = evaluate_batched(cfg, state, torch_device, episodes, workers)
     else:
         env = make_env(cfg, seed=episode_seed(cfg.seed, "eval", 0, cfg.task_count))
         try:
