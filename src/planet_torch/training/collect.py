@@ -17,7 +17,7 @@ from planet_torch.replay import Episode, EpisodeBuilder, EpisodeDir
 from planet_torch.training.run_dir import RunDir
 
 # Streams of randomness per purpose, so adding a test episode never shifts a train episode's seed.
-SPLIT_STREAM = {"train": 0, "test": 1, "eval": 2, "inspect": 3, "bench": 4}
+SPLIT_STREAM = {"train": 0, "test": 1, "eval": 2, "inspect": 3}
 
 
 def episode_seed(run_seed: int, split: str, index: int, tasks: int = 1) -> int:
