@@ -478,11 +478,12 @@ CPU = override(
         "reward_units": 128,
     },
     planner={
-        # A longer look-ahead, bought with fewer candidates (same cost per action): on the same
-        # trained models horizon 20 scored +50..150 over 12 on cartpole-balance, 30 and 40 less
-        # than 20, 1000 candidates × 10 iterations nothing (BENCHMARKS.md, session 4).
-        "candidates": 200,
-        "top_k": 20,
+        # A longer look-ahead, bought with fewer candidates: on the same trained models horizon
+        # 20 scored +50..150 over 12 on cartpole-balance, 30 and 40 less than 20, 1000
+        # candidates × 10 iterations nothing; 100 candidates scored as 200 (50 less) at half
+        # the cost per action (BENCHMARKS.md, sessions 4 and 5).
+        "candidates": 100,
+        "top_k": 10,
         "iterations": 6,
         "horizon": 20,
         # Test episodes rank candidates on the prior means: +70..150 on the same trained models;
