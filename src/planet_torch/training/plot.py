@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")  # headless: never look for a display
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import EngFormatter
 
 from planet_torch.config import TASKS
 from planet_torch.errors import UserError
@@ -70,6 +71,7 @@ def plot_runs(run_dirs: list[Path], output: Path, metric: str = "test/return") -
             )
         ax.set_title(task)
         ax.set_xlabel("env steps")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 150k, not 150000 (labels collide)
         ax.set_ylabel(metric.replace("/", " "))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
