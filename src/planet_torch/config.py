@@ -480,7 +480,7 @@ CPU = override(
     planner={
         # A longer look-ahead, bought with fewer candidates: on the same trained models horizon
         # 20 scored +50..150 over 12 on cartpole-balance, 30 and 40 less than 20, 1000
-        # candidates × 10 iterations nothing; 100 candidates scored as 200 (50 less) at half
+        # candidates × 10 iterations nothing; 100 candidates scored as 200 (50 lower) at half
         # the cost per action (BENCHMARKS.md, sessions 4 and 5).
         "candidates": 100,
         "top_k": 10,
