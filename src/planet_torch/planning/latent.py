@@ -134,7 +134,7 @@ class LatentObjective:
         self.w_x, self.b_x, self.w_ru, self.w_c = b["w_x"], b["b_x"], b["w_ru"], b["w_c"]
         self.w_p, self.b_p, self.w_po, self.b_po = b["w_p"], b["b_p"], b["w_po"], b["b_po"]
         self.reward = [(b[f"reward_w{i}"], b[f"reward_b{i}"]) for i in range(len(linears))]
-        self.min_std = rssm.prior_out.min_std
+        self.prior_head = rssm.prior_out  # its split(): mean, softplus(·) + min_std
 
     @torch.inference_mode()
     def __call__(
@@ -162,12 +162,10 @@ class LatentObjective:
             h = torch.lerp(c, h, u, out=features[t, :, S:])
             hidden = torch.addmm(self.b_p, h, self.w_p).relu_()
             out = torch.addmm(self.b_po, hidden, self.w_po)
-            mean = out[:, :S]
             if eps is None:
-                s = features[t, :, :S].copy_(mean)
+                s = features[t, :, :S].copy_(out[:, :S])
             else:
-                # contiguous first: softplus on the strided half is ~7x slower (28 vs 4 µs)
-                std = F.softplus(out[:, S:].contiguous()).add_(self.min_std)
+                mean, std = self.prior_head.split(out)
                 s = torch.addcmul(mean, std, eps[t], out=features[t, :, :S])
         x = features.view(H * N, S + B)
         for i, (weight, bias) in enumerate(self.reward):
