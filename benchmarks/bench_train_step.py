@@ -25,9 +25,9 @@ import os
 import sys
 
 if "--child" in sys.argv:  # process-wide settings, before torch loads or allocates
-    variant = sys.argv[sys.argv.index("--child") + 2]
-    os.environ["THP_MEM_ALLOC_ENABLE"] = "1" if variant == "thp_no_retain" else "0"
-    if variant not in ("thp_no_retain", "no_retain"):
+    parts = sys.argv[sys.argv.index("--child") + 2].split("+")
+    os.environ["THP_MEM_ALLOC_ENABLE"] = "1" if "thp_no_retain" in parts else "0"
+    if not {"thp_no_retain", "no_retain"} & set(parts):
         from planet_torch.models.world_model import retain_freed_memory
 
         retain_freed_memory()
@@ -55,11 +55,18 @@ VARIANTS: dict[str, str] = {
     "deconv1_convT": "first deconv (on the 1×1 map) as ConvTranspose2d instead of a matmul",
     "mse_loss": "image NLL through F.mse_loss(reduction='sum') instead of the fused function",
     "per_step_convs": "encoder and decoder called once per time step (B frames) instead of T·B",
+    "bias_inside": "transposed convs with the bias inside oneDNN's conv (forward and backward)",
     "bf16": "encoder and decoder under bfloat16 autocast (an option, off by default)",
 }
+"""Variants combine with '+': ``bf16+bias_inside`` is bf16 with the bias measure undone."""
 
 
-def _apply_variant(model: Any, variant: str) -> None:
+def _apply_variant(model: Any, variants: str) -> None:
+    for variant in variants.split("+"):
+        _apply_one(model, variant)
+
+
+def _apply_one(model: Any, variant: str) -> None:
     import torch
     import torch.nn.functional as F
     from torch import nn
@@ -101,10 +108,40 @@ def _apply_variant(model: Any, variant: str) -> None:
                 return torch.stack([batched(x[t]) for t in range(x.shape[0])])
 
             net.forward = per_step
+    elif variant == "bias_inside":
+        from planet_torch.models.decoder import BiasAfterConvTranspose2d, _SubPixelConvTranspose
+
+        for module in model.decoder.modules():
+            if isinstance(module, BiasAfterConvTranspose2d):
+                module.forward = types.MethodType(nn.ConvTranspose2d.forward, module)
+        _SubPixelConvTranspose.backward = staticmethod(_bias_inside_backward)  # type: ignore[method-assign]
     elif variant == "bf16":
         model.compute_dtype = torch.bfloat16  # = model.compute_dtype "bfloat16" in the config
     elif variant not in ("fast", "thp_no_retain", "no_retain"):
         raise SystemExit(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+
+
+def _bias_inside_backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
+    """The sub-pixel deconv's backward with oneDNN computing the bias gradient too."""
+    import torch
+
+    x, weight = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    return tuple(
+        torch.ops.aten.convolution_backward(
+            grad.contiguous(memory_format=torch.channels_last),
+            x,
+            weight,
+            [weight.shape[1]] if ctx.has_bias else None,
+            [2, 2],
+            [0, 0],
+            [1, 1],
+            True,
+            [0, 0],
+            1,
+            [needs[0], needs[1], ctx.has_bias and needs[2]],
+        )
+    )
 
 
 def _random_batch(cfg: Any, action_size: int) -> dict[str, Any]:

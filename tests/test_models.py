@@ -27,7 +27,11 @@ from planet_torch.models import (
     postprocess,
     preprocess,
 )
-from planet_torch.models.decoder import Deconv1x1, SubPixelConvTranspose2d
+from planet_torch.models.decoder import (
+    BiasAfterConvTranspose2d,
+    Deconv1x1,
+    SubPixelConvTranspose2d,
+)
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 PIXEL_CONST = 64 * 64 * 3 * HALF_LOG_2PI  # the image NLL of a perfect prediction
@@ -230,6 +234,56 @@ def test_subpixel_deconv_is_conv_transpose() -> None:
     torch.testing.assert_close(fast.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
 
 
+def test_bias_after_deconv_is_conv_transpose() -> None:
+    torch.manual_seed(0)
+    fast = BiasAfterConvTranspose2d(6, 4, 5, stride=2)
+    ref = nn.ConvTranspose2d(6, 4, 5, stride=2)
+    ref.load_state_dict(fast.state_dict())
+    with torch.no_grad():
+        fast.bias.uniform_(-1, 1)
+        ref.bias.copy_(fast.bias)
+    x = torch.randn(3, 6, 7, 7).contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = fast(x1), ref(x2)
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y2)
+    y1.backward(g)
+    y2.backward(g)
+    for a, b in ((x1.grad, x2.grad), (fast.weight.grad, ref.weight.grad)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(fast.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bias added in bf16, not copied to fp32
+        y1, y2 = fast(x), ref(x)
+    assert y1.dtype == y2.dtype == torch.bfloat16
+    torch.testing.assert_close(y1.float(), y2.float(), rtol=0.02, atol=0.05)
+
+
+def test_bfloat16_losses_and_gradients_match_float32() -> None:
+    """``model.compute_dtype = "bfloat16"`` changes the arithmetic, not the function: on a model
+    trained a little, the loss terms are within 0.1 % of float32's (KL 0.5 %; measured ≤ 0.1 %)
+    and the gradient points the same way (cosine > 0.999; per layer > 0.99, measured ≥ 0.997)."""
+    cfg = tiny(model={"cnn_depth": 8})
+    fp32 = make(cfg)
+    trainer = WorldModelTrainer(fp32)
+    for i in range(10):
+        trainer.update(blob_batch(), gen(i))
+    bf16 = make(override(cfg, model={"compute_dtype": "bfloat16"}))
+    bf16.load_state_dict(fp32.state_dict())
+    fp32.zero_grad()
+    (total32, terms32), (total16, terms16) = (
+        m.loss_terms(blob_batch(seed=3), gen(5)) for m in (fp32, bf16)
+    )
+    for name, rel in (("image_nll", 1e-3), ("reward_nll", 1e-3), ("kl", 5e-3)):
+        assert terms16[name].item() == pytest.approx(terms32[name].item(), rel=rel), name
+    total32.backward()
+    total16.backward()
+    pairs = [(a.grad, b.grad) for a, b in zip(fp32.parameters(), bf16.parameters(), strict=True)]
+    pairs = [(a.flatten(), b.flatten()) for a, b in pairs if a is not None and b is not None]
+    flat32, flat16 = torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])
+    assert F.cosine_similarity(flat32, flat16, dim=0) > 0.999
+    assert min(F.cosine_similarity(a, b, dim=0).item() for a, b in pairs) > 0.99
+
+
 @pytest.mark.parametrize("kind", ["rssm", "lstm", "ssm", "past_rnn"])
 def test_observe_loop_equals_single_steps(kind: str) -> None:
     """The optimised sequence loops compute what stepping one step at a time computes."""
@@ -394,9 +448,12 @@ def test_state_probe_never_shapes_the_model() -> None:
     assert len(trainer.model_params) + len(trainer.probe_params) == len(list(model.parameters()))
 
 
-def test_overfits_one_small_batch() -> None:
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_overfits_one_small_batch(dtype: str) -> None:
     batch = blob_batch()
-    model = make(tiny(model={"cnn_depth": 4}, optim={"learning_rate": 3e-3}))
+    model = make(
+        tiny(model={"cnn_depth": 4, "compute_dtype": dtype}, optim={"learning_rate": 3e-3})
+    )
     trainer = WorldModelTrainer(model)
     first = trainer.update(batch, gen(0))
     for i in range(1, 250):
