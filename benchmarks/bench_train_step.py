@@ -46,7 +46,8 @@ HERE = Path(__file__).resolve().parent
 
 VARIANTS: dict[str, str] = {
     "fast": "as shipped: channels-last, in-place ReLU, T·B frames per conv call, sub-pixel last "
-    "deconv, 1×1 deconv as matmul, fused squared error; retain_freed_memory()",
+    "deconv, 1×1 deconv as matmul, fused squared error, bias after the deconvs, im2col weight "
+    "gradient of the last conv; retain_freed_memory()",
     "thp_no_retain": "no retain_freed_memory(), THP_MEM_ALLOC_ENABLE=1 instead",
     "no_retain": "neither retain_freed_memory() nor THP: every update page-faults its tensors",
     "nchw": "contiguous NCHW activations instead of channels-last",
@@ -55,6 +56,7 @@ VARIANTS: dict[str, str] = {
     "deconv1_convT": "first deconv (on the 1×1 map) as ConvTranspose2d instead of a matmul",
     "mse_loss": "image NLL through F.mse_loss(reduction='sum') instead of the fused function",
     "per_step_convs": "encoder and decoder called once per time step (B frames) instead of T·B",
+    "conv4_onednn": "last encoder conv's weight gradient by oneDNN instead of an im2col matmul",
     "bias_inside": "transposed convs with the bias inside oneDNN's conv (forward and backward)",
     "bf16": "encoder and decoder under bfloat16 autocast (an option, off by default)",
 }
@@ -108,6 +110,9 @@ def _apply_one(model: Any, variant: str) -> None:
                 return torch.stack([batched(x[t]) for t in range(x.shape[0])])
 
             net.forward = per_step
+    elif variant == "conv4_onednn":
+        last_conv = model.encoder.net[-2]
+        last_conv.forward = types.MethodType(nn.Conv2d.forward, last_conv)
     elif variant == "bias_inside":
         from planet_torch.models.decoder import BiasAfterConvTranspose2d, _SubPixelConvTranspose
 
@@ -220,6 +225,9 @@ def child(preset: str, variant: str, warmup: int, repeats: int) -> dict[str, Any
     action_size = 6  # cheetah-run
     torch.manual_seed(0)
     model = WorldModel(cfg, action_size)
+    # float32 unless the variant says bf16, whatever the preset's compute_dtype (the cpu
+    # preset's "auto" would otherwise measure inside the FLOP count and pick per machine)
+    model.compute_dtype = torch.float32
     batch = _random_batch(cfg, action_size)
     flops = _count_flops(model, batch) if variant == "fast" else None
     _apply_variant(model, variant)

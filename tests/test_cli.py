@@ -106,9 +106,10 @@ def test_collect_writes_episodes_and_refuses_other_config(tmp_path):
 def test_doctor_passes_here(tmp_path):
     result = planet("doctor", "--run-dir", str(tmp_path), "--render-frames", "50")
     assert result.returncode == 0, result.stdout + result.stderr
-    for check in ("python", "packages", "torch", "mujoco", "sdl", "disk"):
+    for check in ("python", "packages", "torch", "precision", "mujoco", "sdl", "disk"):
         assert f"[ok  ] {check}" in result.stdout, result.stdout
     assert "real 64×64 frames" in result.stdout
+    assert "--model.compute-dtype auto trains in " in result.stdout
 
 
 def test_out_of_memory_is_one_line_error(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -32,6 +32,7 @@ from planet_torch.models.decoder import (
     Deconv1x1,
     SubPixelConvTranspose2d,
 )
+from planet_torch.models.encoder import Im2colGradConv2d
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 PIXEL_CONST = 64 * 64 * 3 * HALF_LOG_2PI  # the image NLL of a perfect prediction
@@ -216,33 +217,33 @@ def test_deconv1x1_is_conv_transpose_on_1x1() -> None:
     torch.testing.assert_close(layer(x), expected)
 
 
-def test_subpixel_deconv_is_conv_transpose() -> None:
+@pytest.mark.parametrize(
+    "make_fast,make_ref,channels,size",
+    [
+        (lambda: SubPixelConvTranspose2d(6, 3, 6), lambda: nn.ConvTranspose2d(6, 3, 6, 2), 6, 9),
+        (
+            lambda: BiasAfterConvTranspose2d(6, 4, 5, stride=2),
+            lambda: nn.ConvTranspose2d(6, 4, 5, stride=2),
+            6,
+            7,
+        ),
+        # the encoder's last conv (6 → 2), and a map whose last row the stride leaves out
+        (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 6),
+        (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 9),
+    ],
+    ids=["subpixel", "bias_after", "im2col_6", "im2col_9"],
+)
+def test_fast_layer_is_the_torch_layer(
+    make_fast: Callable[[], nn.Module], make_ref: Callable[[], nn.Module], channels: int, size: int
+) -> None:
+    """The decoder's and encoder's faster layers: same parameters, same function and gradients
+    as torch's layer, in float32 and under bfloat16 autocast."""
     torch.manual_seed(0)
-    fast = SubPixelConvTranspose2d(6, 3, 6)
-    ref = nn.ConvTranspose2d(6, 3, 6, stride=2)
-    ref.load_state_dict(fast.state_dict())
-    x = torch.randn(2, 6, 9, 9).contiguous(memory_format=torch.channels_last)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y1, y2 = fast(x1), ref(x2)
-    assert y1.shape == y2.shape == (2, 3, 22, 22)
-    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(y2)
-    y1.backward(g)
-    y2.backward(g)
-    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(fast.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
-
-
-def test_bias_after_deconv_is_conv_transpose() -> None:
-    torch.manual_seed(0)
-    fast = BiasAfterConvTranspose2d(6, 4, 5, stride=2)
-    ref = nn.ConvTranspose2d(6, 4, 5, stride=2)
-    ref.load_state_dict(fast.state_dict())
+    fast, ref = make_fast(), make_ref()
     with torch.no_grad():
-        fast.bias.uniform_(-1, 1)
-        ref.bias.copy_(fast.bias)
-    x = torch.randn(3, 6, 7, 7).contiguous(memory_format=torch.channels_last)
+        fast.bias.uniform_(-1, 1)  # zero at init: would hide a bias that is added wrongly
+    ref.load_state_dict(fast.state_dict())
+    x = torch.randn(3, channels, size, size).contiguous(memory_format=torch.channels_last)
     x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
     y1, y2 = fast(x1), ref(x2)
     torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
@@ -252,10 +253,17 @@ def test_bias_after_deconv_is_conv_transpose() -> None:
     for a, b in ((x1.grad, x2.grad), (fast.weight.grad, ref.weight.grad)):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(fast.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
-    with torch.autocast("cpu", dtype=torch.bfloat16):  # bias added in bf16, not copied to fp32
-        y1, y2 = fast(x), ref(x)
+    assert fast.weight.grad.is_contiguous()
+    fast.zero_grad()
+    ref.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y1, y2 = fast(x1), ref(x2)
     assert y1.dtype == y2.dtype == torch.bfloat16
     torch.testing.assert_close(y1.float(), y2.float(), rtol=0.02, atol=0.05)
+    y1.float().backward(g)
+    y2.float().backward(g)
+    assert fast.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=0.02, atol=0.1)
 
 
 def test_bfloat16_losses_and_gradients_match_float32() -> None:
@@ -282,6 +290,43 @@ def test_bfloat16_losses_and_gradients_match_float32() -> None:
     flat32, flat16 = torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])
     assert F.cosine_similarity(flat32, flat16, dim=0) > 0.999
     assert min(F.cosine_similarity(a, b, dim=0).item() for a, b in pairs) > 0.99
+
+
+def test_auto_compute_dtype_measures_once_on_first_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    from planet_torch.models import precision
+
+    calls: list[tuple[int, int]] = []
+
+    def fake_speedup(depth: int, feature_size: int) -> float:
+        calls.append((depth, feature_size))
+        return 1.5
+
+    monkeypatch.setattr(precision, "conv_bf16_speedup", fake_speedup)
+    model = make(tiny(model={"compute_dtype": "auto"}))
+    assert model.compute_dtype is None and not calls  # nothing measured at construction
+    _, terms = model.loss(blob_batch(), gen(0))
+    assert math.isfinite(terms["total"])
+    assert model.compute_dtype == torch.bfloat16 and "1.50×" in model.compute_dtype_reason
+    model.loss(blob_batch(), gen(1))
+    assert calls == [(DEBUG.model.cnn_depth, model.feature_size)]  # once, with the model's sizes
+    monkeypatch.setattr(precision, "conv_bf16_speedup", lambda *_: 1.1)
+    assert make(tiny(model={"compute_dtype": "auto"})).resolve_compute_dtype() == torch.float32
+    choice = precision.choose_model_dtype("auto", torch.device("cuda"), 32, 230)
+    assert choice[0] == torch.float32  # not measured off the CPU
+    assert precision.choose_model_dtype("bfloat16", torch.device("cpu"), 32, 230)[0] == (
+        torch.bfloat16
+    )
+
+
+def test_bf16_speedup_times_both_dtypes() -> None:
+    from planet_torch.models.precision import bf16_speedup, conv_bf16_speedup
+
+    seen: list[torch.dtype] = []
+    assert bf16_speedup(seen.append, repeats=2) > 0
+    assert seen == [torch.float32] * 3 + [torch.bfloat16] * 3
+    before = torch.get_rng_state()
+    assert conv_bf16_speedup(2, 8, frames=2) > 0  # a real measurement on tiny nets
+    assert torch.equal(torch.get_rng_state(), before)  # the caller's random stream is untouched
 
 
 @pytest.mark.parametrize("kind", ["rssm", "lstm", "ssm", "past_rnn"])

@@ -128,6 +128,21 @@ def check_torch() -> Result:
     return Result(True, detail)
 
 
+def check_precision() -> Result:
+    """Informational: what ``--model.compute-dtype auto`` would choose on this CPU."""
+    from planet_torch.config import PAPER
+    from planet_torch.models.precision import AUTO_MIN_SPEEDUP, conv_bf16_speedup
+
+    m = PAPER.model
+    speedup = conv_bf16_speedup(m.cnn_depth, m.belief_size + m.state_size)
+    pick = "bfloat16" if speedup >= AUTO_MIN_SPEEDUP else "float32"
+    return Result(
+        True,
+        f"bf16 convs at {speedup:.2f}× fp32's speed here (paper-size encoder/decoder): "
+        f"--model.compute-dtype auto trains in {pick}",
+    )
+
+
 def _real_env_check(task: str, steps: int, what: str, fix: str) -> Result:
     """Build a real environment, step it, check the 64×64 frames are not blank, time it."""
     import numpy as np
@@ -236,6 +251,7 @@ def run_checks(run_dir: Path, render_frames: int = 200) -> int:
         ("python", check_python),
         ("packages", check_packages),
         ("torch", check_torch),
+        ("precision", check_precision),
         ("mujoco", lambda: check_mujoco(render_frames)),
         ("sdl", check_sdl),
         ("memory", check_memory),

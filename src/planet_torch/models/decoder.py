@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from planet_torch.models.encoder import IMAGE_SHAPE, glorot_
+from planet_torch.models.encoder import IMAGE_SHAPE, autocast_args, glorot_
 
 
 class Deconv1x1(nn.Module):
@@ -146,13 +146,9 @@ class SubPixelConvTranspose2d(nn.ConvTranspose2d):
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         if x.device.type != "cpu" or output_size is not None:
             return super().forward(x, output_size)
-        weight, bias = self.weight, self.bias
-        if torch.is_autocast_enabled("cpu"):  # cast as autocast would, then run unautocast
-            dtype = torch.get_autocast_dtype("cpu")
-            x, weight = x.to(dtype), weight.to(dtype)
-            bias = None if bias is None else bias.to(dtype)
+        x_, weight, bias = autocast_args(x, self.weight, self.bias)
         with torch.autocast("cpu", enabled=False):
-            out = _SubPixelConvTranspose.apply(x, weight, bias)
+            out = _SubPixelConvTranspose.apply(x_, weight, bias)
         assert isinstance(out, Tensor)
         return out
 

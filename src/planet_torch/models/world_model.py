@@ -37,6 +37,7 @@ from planet_torch.config import Config, OptimConfig
 from planet_torch.models.decoder import Decoder
 from planet_torch.models.encoder import IMAGE_SHAPE, Encoder
 from planet_torch.models.heads import RewardHead, StateProbe
+from planet_torch.models.precision import choose_model_dtype
 from planet_torch.models.preprocess import postprocess, preprocess
 from planet_torch.models.rssm import LatentModel, State, kl_standard_normal, make_latent_model
 
@@ -109,7 +110,9 @@ class WorldModel(nn.Module):
     """Everything PlaNet learns. ``state_size`` > 0 with ``model.state_diagnostics`` adds a probe.
 
     ``model.compute_dtype = "bfloat16"`` runs the encoder and decoder under CPU/CUDA autocast
-    (the latent model, heads, log-probs and KL stay float32). Default float32, as the original.
+    (the latent model, heads, log-probs and KL stay float32). Default float32, as the original;
+    ``auto`` decides on first use, on the device the model is on then
+    (:func:`~planet_torch.models.precision.choose_model_dtype`).
     """
 
     def __init__(self, cfg: Config, action_size: int, state_size: int = 0) -> None:
@@ -117,13 +120,16 @@ class WorldModel(nn.Module):
         m = cfg.model
         if m.state_diagnostics and state_size <= 0:
             raise ValueError("model.state_diagnostics needs the environment's state_size > 0")
-        if m.compute_dtype not in ("float32", "bfloat16"):
+        if m.compute_dtype not in ("auto", "float32", "bfloat16"):
             raise ValueError(
-                f"model.compute_dtype must be float32 or bfloat16, not {m.compute_dtype}"
+                f"model.compute_dtype must be auto, float32 or bfloat16, not {m.compute_dtype}"
             )
         self.cfg = cfg
         self.action_size = action_size
-        self.compute_dtype: torch.dtype = getattr(torch, m.compute_dtype)
+        self.compute_dtype: torch.dtype | None = (
+            None if m.compute_dtype == "auto" else getattr(torch, m.compute_dtype)
+        )
+        self.compute_dtype_reason = "as configured"
         self.encoder = Encoder(m.cnn_depth)
         self.rssm: LatentModel = make_latent_model(
             m.kind,
@@ -161,10 +167,20 @@ class WorldModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def resolve_compute_dtype(self) -> torch.dtype:
+        """The encoder/decoder's dtype, measured once for ``auto`` (see the class docstring)."""
+        if self.compute_dtype is None:
+            m = self.cfg.model
+            self.compute_dtype, self.compute_dtype_reason = choose_model_dtype(
+                m.compute_dtype, self.device, m.cnn_depth, self.feature_size
+            )
+        return self.compute_dtype
+
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.compute_dtype == torch.float32:
+        dtype = self.resolve_compute_dtype()
+        if dtype == torch.float32:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.compute_dtype)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     # -- pieces the agent and planner use ----------------------------------------------------
 

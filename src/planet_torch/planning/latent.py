@@ -23,7 +23,6 @@ measures instead of guessing.
 from __future__ import annotations
 
 import functools
-import time
 from typing import Literal
 
 import torch
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from planet_torch.models import State, WorldModel
+from planet_torch.models.precision import bf16_speedup
 from planet_torch.models.rssm import RSSM, GRUBlockCell
 
 PlanDtype = Literal["auto", "float32", "bfloat16"]
@@ -51,15 +51,12 @@ def supports_fast_objective(model: WorldModel) -> bool:
 def _bf16_speedup(device_type: str, rows: int, inner: int, cols: int) -> float:
     """fp32 time / bf16 time of one addmm of the planner's largest shape on this machine."""
     a, w, b = torch.randn(rows, inner), torch.randn(inner, cols), torch.randn(cols)
-    best = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        a_, w_, b_ = (t.to(device_type, dtype) for t in (a, w, b))
-        torch.addmm(b_, a_, w_)
-        start = time.perf_counter()
-        for _ in range(5):
-            torch.addmm(b_, a_, w_)
-        best[dtype] = time.perf_counter() - start
-    return best[torch.float32] / best[torch.bfloat16]
+    args = {d: [t.to(device_type, d) for t in (b, a, w)] for d in (torch.float32, torch.bfloat16)}
+
+    def step(dtype: torch.dtype) -> None:
+        torch.addmm(*args[dtype])
+
+    return bf16_speedup(step, repeats=5)
 
 
 def choose_dtype(choice: PlanDtype, model: WorldModel, candidates: int) -> torch.dtype:

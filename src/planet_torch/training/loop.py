@@ -45,6 +45,9 @@ class Trainer(BaseTrainer):
         retain_freed_memory()  # no page faults on every update's fresh activations (≈1.2-1.4×)
         self.model = WorldModel(self.cfg, self.env.action_size, self.env.state_size).to(self.device)
         self.optimizer = WorldModelTrainer(self.model)
+        if self.cfg.model.compute_dtype == "auto":  # say what the measurement chose
+            dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
+            print(f"encoder/decoder in {dtype} ({self.model.compute_dtype_reason})", flush=True)
 
     def _learner_state(self) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
