@@ -39,18 +39,19 @@ def conv_bf16_speedup(cnn_depth: int, feature_size: int, frames: int = 32) -> fl
     """fp32 / bf16 time of one forward + backward of a fresh encoder and decoder of this size
     on ``frames`` images, under CPU autocast as :class:`WorldModel` runs them (≈ 0.5 s at
     depth 32; cached per process)."""
-    with torch.random.fork_rng():  # leave the caller's random stream as it was
-        torch.manual_seed(0)
+    # A model often first runs while acting, under inference_mode or no_grad: the probe trains.
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)  # fork_rng: the caller's random stream stays as it was
         encoder, decoder = Encoder(cnn_depth), Decoder(feature_size, cnn_depth)
         image = torch.rand(frames, 3, 64, 64) - 0.5
         features = torch.randn(frames, feature_size)
 
-    def step(dtype: torch.dtype) -> None:
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            loss = encoder(image).float().sum() + decoder(features).float().square().sum()
-        loss.backward()
+        def step(dtype: torch.dtype) -> None:
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                loss = encoder(image).float().sum() + decoder(features).float().square().sum()
+            loss.backward()
 
-    return bf16_speedup(step)
+        return bf16_speedup(step)
 
 
 def choose_model_dtype(
