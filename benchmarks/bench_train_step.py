@@ -58,7 +58,8 @@ VARIANTS: dict[str, str] = {
     "per_step_convs": "encoder and decoder called once per time step (B frames) instead of T·B",
     "conv4_onednn": "last encoder conv's weight gradient by oneDNN instead of an im2col matmul",
     "bias_inside": "transposed convs with the bias inside oneDNN's conv (forward and backward)",
-    "bf16": "encoder and decoder under bfloat16 autocast (an option, off by default)",
+    "bf16": "encoder and decoder under bfloat16 autocast (what model.compute_dtype auto picks "
+    "where faster; the paper preset defaults to float32)",
 }
 """Variants combine with '+': ``bf16+bias_inside`` is bf16 with the bias measure undone."""
 
