@@ -86,7 +86,7 @@ class Im2colGradConv2d(nn.Conv2d):
     """``nn.Conv2d`` (valid, square stride) whose CPU weight gradient is one im2col matmul.
 
     Same parameters and function (tested). For the encoder's last conv (128 → 256 channels,
-    6×6 → 2×2) oneDNN's weight-gradient kernel ran at 88-99 GFLOP/s on 2 cores of a Zen 4,
+    6×6 → 2×2) oneDNN's weight-gradient kernel ran at 88-126 GFLOP/s on 2 cores of a Zen 4,
     the matmul at 170 (fp32) and 350 (bf16): 98 → 63 ms and 83 → 30 ms at paper size. For the
     larger maps of the other convs oneDNN was as fast or faster, so they stay ``nn.Conv2d``.
     """
