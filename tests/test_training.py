@@ -232,3 +232,29 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     saved = load_checkpoint(tmp_path / "nan" / "checkpoints" / "latest.pt")
     assert saved["counters"]["updates"] == 4
     assert os.path.getsize(tmp_path / "nan" / "metrics.jsonl") > 0
+
+
+def test_auto_precision_keeps_its_first_choice_on_resume(tmp_path, monkeypatch, capsys):
+    """``model.compute_dtype auto`` measures in every process; a resumed run keeps the dtype it
+    started with (exact resume) even where the measurement would now choose the other one."""
+    import torch
+
+    from planet_torch.models import precision
+
+    cfg = override(
+        DEBUG,
+        task="cartpole-balance",
+        model={"compute_dtype": "auto"},
+        schedule={"total_updates": 2},
+    )
+    monkeypatch.setattr(precision, "conv_bf16_speedup", lambda *_: 1.5)
+    first = Trainer(cfg, tmp_path / "run", progress=False)
+    first.train()
+    assert first.model.compute_dtype == torch.bfloat16
+    assert "encoder/decoder in bfloat16 (auto: bf16 convs measured 1.50×" in capsys.readouterr().out
+    monkeypatch.setattr(precision, "conv_bf16_speedup", lambda *_: 1.0)  # now measures slower
+    resumed = Trainer(cfg, tmp_path / "run", resume=True, progress=False)
+    assert resumed.model.compute_dtype == torch.bfloat16
+    assert "encoder/decoder in bfloat16, as when this run started" in capsys.readouterr().out
+    fresh = Trainer(cfg, tmp_path / "other", progress=False)  # a new run measures afresh
+    assert fresh.model.compute_dtype == torch.float32

@@ -50,11 +50,21 @@ class Trainer(BaseTrainer):
             print(f"encoder/decoder in {dtype} ({self.model.compute_dtype_reason})", flush=True)
 
     def _learner_state(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "compute_dtype": str(self.model.resolve_compute_dtype()).removeprefix("torch."),
+        }
 
     def _load_learner(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        started = state.get("compute_dtype")  # "auto" keeps what it chose when the run started:
+        if self.cfg.model.compute_dtype == "auto" and started is not None:  # exact resume
+            measured = self.model.resolve_compute_dtype()
+            self.model.compute_dtype = getattr(torch, started)
+            if self.model.compute_dtype != measured:
+                print(f"encoder/decoder in {started}, as when this run started", flush=True)
 
     @property
     def train_noise(self) -> float:
