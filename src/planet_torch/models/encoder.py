@@ -83,7 +83,8 @@ class _Im2colGradConv(torch.autograd.Function):
 
 
 class Im2colGradConv2d(nn.Conv2d):
-    """``nn.Conv2d`` (valid, square stride) whose CPU weight gradient is one im2col matmul.
+    """``nn.Conv2d`` whose CPU weight gradient is one im2col matmul (valid, undilated,
+    ungrouped, square stride; any other conv runs as the parent).
 
     Same parameters and function (tested). For the encoder's last conv (128 → 256 channels,
     6×6 → 2×2) oneDNN's weight-gradient kernel ran at 88-126 GFLOP/s on 2 cores of a Zen 4,
@@ -92,7 +93,8 @@ class Im2colGradConv2d(nn.Conv2d):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type != "cpu" or self.padding != (0, 0) or self.stride[0] != self.stride[1]:
+        plain = self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1
+        if x.device.type != "cpu" or not plain or self.stride[0] != self.stride[1]:
             return super().forward(x)
         x_, weight, bias = autocast_args(x, self.weight, self.bias)
         with torch.autocast("cpu", enabled=False):
