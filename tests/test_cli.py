@@ -110,6 +110,7 @@ def test_doctor_passes_here(tmp_path):
         assert f"[ok  ] {check}" in result.stdout, result.stdout
     assert "real 64×64 frames" in result.stdout
     assert "--model.compute-dtype auto trains in " in result.stdout
+    assert "bf16 convs measured" in result.stdout  # the reason, from the same chooser
 
 
 def test_out_of_memory_is_one_line_error(tmp_path):

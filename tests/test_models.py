@@ -311,11 +311,10 @@ def test_auto_compute_dtype_measures_once_on_first_use(monkeypatch: pytest.Monke
     assert calls == [(DEBUG.model.cnn_depth, model.feature_size)]  # once, with the model's sizes
     monkeypatch.setattr(precision, "conv_bf16_speedup", lambda *_: 1.1)
     assert make(tiny(model={"compute_dtype": "auto"})).resolve_compute_dtype() == torch.float32
-    choice = precision.choose_model_dtype("auto", torch.device("cuda"), 32, 230)
+    choice = precision.choose_model_dtype(torch.device("cuda"), 32, 230)
     assert choice[0] == torch.float32  # not measured off the CPU
-    assert precision.choose_model_dtype("bfloat16", torch.device("cpu"), 32, 230)[0] == (
-        torch.bfloat16
-    )
+    explicit = make(tiny(model={"compute_dtype": "bfloat16"}))  # as configured, no measurement
+    assert explicit.resolve_compute_dtype() == torch.bfloat16 and len(calls) == 1
 
 
 def test_bf16_speedup_times_both_dtypes() -> None:

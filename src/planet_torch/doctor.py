@@ -130,17 +130,17 @@ def check_torch() -> Result:
 
 def check_precision() -> Result:
     """Informational: what ``--model.compute-dtype auto`` would choose on this CPU."""
+    import torch
+
     from planet_torch.config import PAPER
-    from planet_torch.models.precision import AUTO_MIN_SPEEDUP, conv_bf16_speedup
+    from planet_torch.models.precision import choose_model_dtype
 
     m = PAPER.model
-    speedup = conv_bf16_speedup(m.cnn_depth, m.belief_size + m.state_size)
-    pick = "bfloat16" if speedup >= AUTO_MIN_SPEEDUP else "float32"
-    return Result(
-        True,
-        f"bf16 convs at {speedup:.2f}× fp32's speed here (paper-size encoder/decoder): "
-        f"--model.compute-dtype auto trains in {pick}",
+    dtype, reason = choose_model_dtype(
+        torch.device("cpu"), m.cnn_depth, m.belief_size + m.state_size
     )
+    pick = str(dtype).removeprefix("torch.")
+    return Result(True, f"--model.compute-dtype auto trains in {pick} here ({reason}, paper size)")
 
 
 def _real_env_check(task: str, steps: int, what: str, fix: str) -> Result:

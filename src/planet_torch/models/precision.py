@@ -55,11 +55,9 @@ def conv_bf16_speedup(cnn_depth: int, feature_size: int, frames: int = 32) -> fl
 
 
 def choose_model_dtype(
-    choice: str, device: torch.device, cnn_depth: int, feature_size: int
+    device: torch.device, cnn_depth: int, feature_size: int
 ) -> tuple[torch.dtype, str]:
-    """The encoder/decoder's compute dtype for ``model.compute_dtype`` and why, in words."""
-    if choice != "auto":
-        return getattr(torch, choice), "as configured"
+    """What ``model.compute_dtype = "auto"`` means on ``device``, and why, in words."""
     if device.type != "cpu":
         return torch.float32, "auto: float32 off the CPU (not measured there)"
     speedup = conv_bf16_speedup(cnn_depth, feature_size)

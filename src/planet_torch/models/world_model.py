@@ -172,7 +172,7 @@ class WorldModel(nn.Module):
         if self.compute_dtype is None:
             m = self.cfg.model
             self.compute_dtype, self.compute_dtype_reason = choose_model_dtype(
-                m.compute_dtype, self.device, m.cnn_depth, self.feature_size
+                self.device, m.cnn_depth, self.feature_size
             )
         return self.compute_dtype
 
