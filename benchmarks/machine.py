@@ -8,43 +8,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import time
-from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-_SPEED_FLAGS = ("avx", "fma", "f16c", "amx")
-"""Prefixes of /proc/cpuinfo flags that decide how fast numpy, torch and llvmpipe can run."""
+from planet_torch.machine import machine_info
 
-
-def _cpuinfo() -> dict[str, str]:
-    path = Path("/proc/cpuinfo")
-    if not path.exists():
-        return {}
-    fields: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return fields
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, speed-relevant CPU flags, core and thread counts, library versions."""
-    cpu = _cpuinfo()
-    flags = sorted(f for f in cpu.get("flags", "").split() if f.startswith(_SPEED_FLAGS))
-    return {
-        "cpu_model": cpu.get("model name") or platform.processor() or platform.machine(),
-        "cpu_flags": flags,
-        "logical_cpus": os.cpu_count(),
-        "affinity_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "platform": platform.platform(),
-    }
+__all__ = ["machine_info", "matmul_ceiling_gflops", "run_child_json"]
 
 
 def matmul_ceiling_gflops(

@@ -233,7 +233,7 @@ RUN = override(
     ddpg={**asdict(SMALL), "updates_per_policy_step": 0.25},
     schedule={"total_updates": 24},
 )
-TIMING = ("seconds", "cost/", "per_second")  # wall-clock dependent values differ between runs
+TIMING = ("seconds", "cost/", "per_second", "load_1min")  # wall-clock dependent: differ
 
 
 def metrics(run: Path) -> list[dict]:

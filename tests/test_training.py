@@ -26,7 +26,7 @@ TRAIN = [
     "--schedule.total-updates",
     "24",
 ]
-TIMING = ("seconds", "cost/", "per_second")  # wall-clock dependent values differ between runs
+TIMING = ("seconds", "cost/", "per_second", "load_1min")  # wall-clock dependent: differ
 
 
 def planet(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -142,6 +142,86 @@ def test_sigint_checkpoints_then_resume_continues_exactly(reference, tmp_path):
     resumed = planet("train", "--resume", "--run-dir", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(reference, run)
+
+
+# An env-step budget: 2 seed episodes of 80 env steps, then one episode per 3 updates until the
+# train episodes hold 500 env steps (5 more: 560), i.e. 15 updates; test phases at 6, 12, 15.
+BUDGET = [
+    "train",
+    "--preset",
+    "debug",
+    "--task",
+    "cartpole-balance",
+    "--schedule.max-env-steps",
+    "500",
+    "--schedule.total-updates",
+    "1000",
+]
+
+
+@pytest.fixture(scope="module")
+def budget_run(tmp_path_factory) -> tuple[Path, str]:
+    run = tmp_path_factory.mktemp("runs") / "budget"
+    result = planet(*BUDGET, "--run-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    return run, result.stdout
+
+
+def test_env_step_budget_ends_with_a_test_phase_and_a_score(budget_run):
+    run, stdout = budget_run
+    lengths = [int(p.stem.split("len")[1]) for p in (run / "train_episodes").glob("*.npz")]
+    assert len(lengths) == 2 + 5 and sum(lengths) * 8 == 560  # 10 decisions × repeat 8
+    records = metrics(run)
+    tests = [r for r in records if "test/return" in r]
+    assert [(r["updates"], r["env_steps"]) for r in tests] == [(6, 320), (12, 480), (15, 560)]
+    assert max(r["updates"] for r in records) == 15  # no update after the budget
+    scores = json.loads((run / "scores.json").read_text())
+    assert (scores["updates"], scores["env_steps"], scores["episodes"]) == (15, 560, 2)
+    assert f"score: {scores['mean']:.1f}" in stdout
+    assert "budget 500 env steps" in stdout  # the cost line projects to the budget
+    machines = json.loads((run / "machines.json").read_text())
+    assert [m["from_updates"] for m in machines] == [0] and machines[0]["machine"]["cpu_model"]
+
+
+def test_env_step_budget_run_killed_then_resumed_reaches_the_same_end(budget_run, tmp_path):
+    run = tmp_path / "killed"
+    process = start(*BUDGET, "--run-dir", str(run))
+    died_early = not wait_for(
+        lambda: (run / "train_episodes" / "000004-len10.npz").exists(), process
+    )
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not died_early, process.stderr.read() if process.stderr else ""
+    assert not (run / "scores.json").exists()
+    resumed = planet("train", "--resume", "--run-dir", str(run))
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(budget_run[0], run)
+    a, b = (json.loads((r / "scores.json").read_text()) for r in (budget_run[0], run))
+    assert a["returns"] == b["returns"] and a["env_steps"] == b["env_steps"] == 560
+    machines = json.loads((run / "machines.json").read_text())
+    starts = [m["from_updates"] for m in machines]  # the first process, then the resumed one
+    assert starts[0] == 0 and len(starts) == 2 and starts[1] in (6, 12), starts
+    again = planet("train", "--resume", "--run-dir", str(run))  # finished and scored: no replay
+    assert again.returncode == 0 and "final eval" not in again.stdout, again.stderr
+
+
+def test_plan_counts_the_work_of_a_budget_run():
+    from planet_torch.config import CPU
+    from planet_torch.training.ddpg_loop import DDPGTrainer
+
+    walker = override(CPU, task="walker-walk")
+    # 5 seed episodes + 95 planned = 100 episodes of 1000 env steps, one per 50 updates.
+    plan = Trainer.plan(walker)
+    assert (plan.updates, plan.train_episodes, plan.test_episodes, plan.eval_episodes) == (
+        4750,
+        95,
+        10,
+        10,
+    )
+    assert Trainer.plan(override(walker, schedule={"total_updates": 100})).updates == 100
+    ddpg = override(walker, algo="ddpg")  # one update per policy step, paid after an episode
+    assert DDPGTrainer.plan(ddpg).updates == 94 * 500
+    assert DDPGTrainer.plan(ddpg).train_episodes == 94
 
 
 def test_eval_and_plot_on_a_run(reference, tmp_path):

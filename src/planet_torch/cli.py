@@ -20,6 +20,7 @@ import tyro
 
 from planet_torch.config import Config, PresetName, preset
 from planet_torch.errors import UserError
+from planet_torch.published import DMC_TASKS
 
 # ---------------------------------------------------------------------------------------------
 # Commands: each is a frozen dataclass whose fields are its flags, with a run() that does the work.
@@ -108,26 +109,34 @@ class Train:
     """Show a progress bar; default: only when stdout is a terminal."""
 
     def run(self) -> int:
-        from planet_torch.training.ddpg_loop import DDPGTrainer
-        from planet_torch.training.loop import Trainer
         from planet_torch.training.plot import plot_runs
+        from planet_torch.training.run_dir import RunDir
+        from planet_torch.training.runs import budget_note, train_and_score
 
         run_dir = self.run_dir or default_run_dir(self.config, self.preset)
-        kind = DDPGTrainer if self.config.algo == "ddpg" else Trainer
-        trainer = kind(self.config, run_dir, resume=self.resume, progress=self.progress)
-        summary = trainer.train()
+        summary = train_and_score(self.config, run_dir, resume=self.resume, progress=self.progress)
+        run = RunDir(run_dir)
         returns = summary["test_returns"]
         last = ", ".join(f"{r:.1f}" for r in returns[-3:]) or "none yet"
         print(
             f"{summary['updates']} updates, {summary['env_steps']} env steps, "
             f"{summary['wall_seconds'] / 60:.1f} min; last test returns: {last}"
         )
+        if "score" in summary:
+            print(
+                f"score: {summary['score']:.1f} ± {summary['score_std']:.1f} (mean return of "
+                f"{self.config.schedule.final_eval_episodes} noise-free episodes of the final "
+                f"model) -> {run.path / 'scores.json'}"
+            )
         if returns:
-            print(f"learning curve: {plot_runs([run_dir], trainer.run.plots / 'curves.png')}")
-        videos = sorted(trainer.run.videos.glob("*.mp4"))
+            print(f"learning curve: {plot_runs([run_dir], run.plots / 'curves.png')}")
+        videos = sorted(run.videos.glob("*.mp4"))
         if videos:
-            print(f"videos: {trainer.run.videos} (newest: {videos[-1].name})")
-        print(f"run folder: {trainer.run.path}  (tensorboard --logdir {trainer.run.path})")
+            print(f"videos: {run.videos} (newest: {videos[-1].name})")
+        print(f"run folder: {run.path}  (tensorboard --logdir {run.path})")
+        note = budget_note(self.config, self.preset, summary)
+        if note:
+            print(note)
         return 0
 
 
@@ -170,7 +179,9 @@ class Eval:
 
 @dataclass(frozen=True)
 class Plot:
-    """Plot test return vs env steps of one or more runs (mean and spread over seeds)."""
+    """Plot test return vs env steps of one or more runs: one panel per task (three per row),
+    mean and spread over seeds, the random policy's level (the runs' seed episodes), the final
+    scores (scores.json) and published scores to compare with."""
 
     runs: tyro.conf.Positional[tuple[Path, ...]]
     """Run folders (seeds of the same task and variant are averaged)."""
@@ -178,11 +189,85 @@ class Plot:
     """Image file to write (png, pdf or svg)."""
     metric: str = "test/return"
     """Which logged scalar to plot."""
+    reference: Literal["dmc100k", "paper", "none"] = "dmc100k"
+    """Compare with: published PlaNet/Dreamer scores at 100k (and 500k) env steps (CURL's
+    Table 1), PlaNet's Table 1 after 1000 episodes, or nothing."""
 
     def run(self) -> int:
         from planet_torch.training.plot import plot_runs
 
-        print(f"wrote {plot_runs(list(self.runs), self.output, self.metric)}")
+        output = plot_runs(list(self.runs), self.output, self.metric, self.reference)
+        print(f"wrote {output}")
+        return 0
+
+
+_RESULTS = Path("docs/results")
+
+
+@dataclass(frozen=True)
+class Results:
+    """Add scored runs to the benchmark CSVs (one row per run, its curve), then remake the
+    table (between <!-- dmc100k-table --> markers in --docs files) and the figure from the CSVs.
+
+    Adding a run again replaces its rows: commit each finished run as soon as it exists."""
+
+    runs: tyro.conf.Positional[tuple[Path, ...]] = ()
+    """Scored run folders (with scores.json: the end of a run or planet eval) to add."""
+    csv: Path = _RESULTS / "dmc100k.csv"
+    """One row per run: task, variant, seed, score, env steps, updates, minutes, machine, command."""
+    curves: Path = _RESULTS / "dmc100k-curves.csv"
+    """One row per test phase of every run."""
+    random: Path = _RESULTS / "random.csv"
+    """The random policy's scores (planet random-policy)."""
+    figure: Path = _RESULTS / "dmc100k.png"
+    """The grid of learning curves with the random level and the published points."""
+    docs: tuple[Path, ...] = (Path("README.md"), _RESULTS / "README.md")
+    """Markdown files whose table between the markers is replaced (files without them are skipped)."""
+
+    def run(self) -> int:
+        from planet_torch.training import results as R
+
+        for run_dir in self.runs:
+            row, curve = R.run_rows(run_dir)
+            R.upsert(self.csv, R.RUN_FIELDS, [row], R.RUN_KEY)
+            R.upsert(self.curves, R.CURVE_FIELDS, curve, R.RUN_KEY)
+            print(f"{row['task']} seed {row['seed']}: score {row['score']} -> {self.csv}")
+        runs, curves = R.read_csv(self.csv), R.read_csv(self.curves)
+        if not runs:
+            raise UserError(f"{self.csv} holds no runs yet; pass scored run folders to add")
+        table = R.results_table(runs, R.read_csv(self.random))
+        print(table, end="")
+        for doc in self.docs:
+            if doc.exists() and R.update_docs(doc, table):
+                print(f"table updated in {doc}")
+        if curves:
+            print(f"figure: {R.results_figure(curves, runs, R.read_csv(self.random), self.figure)}")
+        return 0
+
+
+@dataclass(frozen=True)
+class RandomPolicy:
+    """Score the uniform random policy on tasks as runs are scored (eval seeds); add to a CSV."""
+
+    tasks: str = ",".join(DMC_TASKS)
+    """Comma-separated task names."""
+    episodes: int = 10
+    """Episodes per task."""
+    csv: Path = _RESULTS / "random.csv"
+    """CSV to add the rows to (a task's row is replaced)."""
+
+    def run(self) -> int:
+        from planet_torch.sweep import task_names
+        from planet_torch.training import results as R
+
+        if self.episodes < 1:
+            raise UserError("--episodes must be >= 1")
+        rows = []
+        for task in task_names(self.tasks):
+            rows.append(R.random_policy_row(task, self.episodes))
+            print(f"{task}: {rows[-1]['score']} ± {rows[-1]['score_std']}", flush=True)
+        R.upsert(self.csv, R.RANDOM_FIELDS, rows, ("task",))
+        print(f"wrote {self.csv}")
         return 0
 
 
@@ -293,6 +378,8 @@ def _commands(cfg: Config, preset_name: PresetName) -> Any:
         Annotated[Collect, sub("collect", default=Collect(config=cfg, preset=preset_name))],
         Annotated[Doctor, sub("doctor", default=Doctor())],
         Annotated[Sweep, sub("sweep", default=Sweep(config=cfg, preset=preset_name))],
+        Annotated[Results, sub("results", default=Results())],
+        Annotated[RandomPolicy, sub("random-policy", default=RandomPolicy())],
     ]
 
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from planet_torch.config import Config, override, task_spec
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
@@ -78,16 +80,22 @@ def _names(text: str, what: str) -> list[str]:
     return names
 
 
+def task_names(text: str) -> list[str]:
+    """``"a,b"`` -> ["a", "b"], each a known task (else a UserError listing them)."""
+    names = _names(text, "tasks")
+    for task in names:
+        task_spec(task)
+    return names
+
+
 def plan_trials(base: Config, tasks: str, seeds: str, variants: str) -> list[Trial]:
     """Every (task, variant, seed) as a validated config, in a stable order."""
-    task_names, variant_names = _names(tasks, "tasks"), _names(variants, "variants")
-    for task in task_names:
-        task_spec(task)  # a UserError listing the known tasks
+    variant_names = _names(variants, "variants")
     unknown = [v for v in variant_names if v not in VARIANTS]
     if unknown:
         raise UserError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     trials = []
-    for task in task_names:
+    for task in task_names(tasks):
         for variant in variant_names:
             for seed in parse_seeds(seeds):
                 cfg = override(base, task=task, seed=seed, **VARIANTS[variant]).validate()
@@ -105,7 +113,7 @@ def run_trial(config: dict[str, Any], run_dir: str, log_path: str, threads: int)
     Everything the trial prints goes to ``log_path``."""
     import torch
 
-    from planet_torch.training.loop import Trainer
+    from planet_torch.training.runs import train_and_score
 
     torch.set_num_threads(max(1, threads))
     cfg = Config.from_dict(config)
@@ -116,14 +124,8 @@ def run_trial(config: dict[str, Any], run_dir: str, log_path: str, threads: int)
         contextlib.redirect_stderr(log),
     ):
         print(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}", flush=True)
-        trainer_kind: Any = Trainer
-        if cfg.algo == "ddpg":
-            from planet_torch.training.ddpg_loop import DDPGTrainer
-
-            trainer_kind = DDPGTrainer
         resume = (Path(run_dir) / "config.json").exists()
-        trainer = trainer_kind(cfg, Path(run_dir), resume=resume, progress=False)
-        summary: dict[str, Any] = trainer.train()
+        summary = train_and_score(cfg, Path(run_dir), resume=resume, progress=False)
         print(f"summary: {json.dumps(summary)}", flush=True)
     return summary
 
@@ -346,25 +348,32 @@ class Sweep:
         rows = [_row(self.outcomes[t.name]) for t in self.trials if t.name in self.outcomes]
         summary = {"trials": rows, "total": len(self.trials)}
         lines = [
-            "| trial | task | variant | seed | status | updates | env steps | last-3 test return "
-            "| attempts | note |",
-            "|---|---|---|---|---|---:|---:|---:|---:|---|",
+            "| trial | task | variant | seed | status | updates | env steps | score "
+            "| last-3 test return | attempts | note |",
+            "|---|---|---|---|---|---:|---:|---:|---:|---:|---|",
         ]
         for r in rows:
-            score = "" if r["last3_return"] is None else f"{r['last3_return']:.1f}"
+            last3 = "" if r["last3_return"] is None else f"{r['last3_return']:.1f}"
+            score = "" if r["score"] is None else f"{r['score']:.1f}"
             lines.append(
                 f"| {r['trial']} | {r['task']} | {r['variant']} | {r['seed']} | {r['status']} "
-                f"| {r['updates'] or ''} | {r['env_steps'] or ''} | {score} | {r['attempts']} "
-                f"| {(r['error'] or '').replace('|', '/')} |"
+                f"| {r['updates'] or ''} | {r['env_steps'] or ''} | {score} | {last3} "
+                f"| {r['attempts']} | {(r['error'] or '').replace('|', '/')} |"
             )
         groups = _group_means(rows)
         if groups:
             lines += [
                 "",
-                "| task | variant | seeds | mean last-3 test return |",
-                "|---|---|---|---:|",
+                "Score: mean return of the final model's noise-free eval episodes "
+                "(schedule.final-eval-episodes); ± is the sample std over seeds.",
+                "",
+                "| task | variant | seeds | score | mean last-3 test return |",
+                "|---|---|---|---:|---:|",
             ]
-            lines += [f"| {t} | {v} | {n} | {m:.1f} |" for (t, v), (n, m) in groups.items()]
+            lines += [
+                f"| {t} | {v} | {n} | {score} | {last3:.1f} |"
+                for (t, v), (n, score, last3) in groups.items()
+            ]
         table = "\n".join(lines) + "\n"
         atomic_write_text(self.dir / "summary.md", table)
         atomic_write_text(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
@@ -392,9 +401,10 @@ def _one_line_error(error: BaseException) -> str:
 def _score_text(summary: dict[str, Any]) -> str:
     returns = summary.get("test_returns") or []
     last = sum(returns[-3:]) / len(returns[-3:]) if returns else float("nan")
+    score = f", score {summary['score']:.1f}" if "score" in summary else ""
     return (
         f"{summary.get('updates')} updates, {summary.get('env_steps')} env steps, "
-        f"last-3 test return {last:.1f}"
+        f"last-3 test return {last:.1f}{score}"
     )
 
 
@@ -409,18 +419,27 @@ def _row(outcome: dict[str, Any]) -> dict[str, Any]:
         "attempts": outcome.get("attempts", 0),
         "updates": outcome.get("updates"),
         "env_steps": outcome.get("env_steps"),
+        "score": outcome.get("score"),
         "last3_return": sum(returns[-3:]) / len(returns[-3:]) if returns else None,
         "run_dir": outcome.get("run_dir"),
         "error": outcome.get("error"),
     }
 
 
-def _group_means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, float]]:
-    groups: dict[tuple[str, str], list[float]] = {}
+def _group_means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, str, float]]:
+    """(task, variant) -> (seeds, "mean ± std" of the scores or "", mean last-3 return)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in rows:
         if r["last3_return"] is not None:
-            groups.setdefault((r["task"], r["variant"]), []).append(r["last3_return"])
-    return {k: (len(v), sum(v) / len(v)) for k, v in groups.items()}
+            groups.setdefault((r["task"], r["variant"]), []).append(r)
+    means = {}
+    for key, members in groups.items():
+        scores = [r["score"] for r in members if r["score"] is not None]
+        spread = np.std(scores, ddof=1) if len(scores) > 1 else 0.0
+        score = f"{np.mean(scores):.1f} ± {spread:.1f}" if scores else ""
+        last3 = float(np.mean([r["last3_return"] for r in members]))
+        means[key] = (len(members), score, last3)
+    return means
 
 
 def sweep_record(tasks: str, seeds: str, variants: str, base: Config) -> dict[str, Any]:

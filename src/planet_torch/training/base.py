@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import abc
 import math
+import os
 import random
 import signal
 import sys
@@ -129,6 +130,38 @@ class Counters:
     wall_seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Work of a run (or of what is left of it), in the units that cost time."""
+
+    updates: int
+    train_episodes: int  # agent episodes with exploration noise
+    test_episodes: int  # noise-free episodes of the test phases
+    eval_episodes: int  # the final noise-free eval (the run's score)
+
+
+@dataclass(frozen=True)
+class Rates:
+    """Measured costs: seconds per gradient update and per decision, env steps per second of a
+    random policy (simulation + rendering)."""
+
+    seconds_per_update: float
+    seconds_per_action: float
+    env_steps_per_second: float
+
+
+def projected_seconds(cfg: Config, rates: Rates, plan: Plan) -> float:
+    """Wall-clock seconds of ``plan`` at ``rates``: updates, then every episode's decisions and
+    simulation (seed episodes are not counted: they take seconds)."""
+    policy_steps = cfg.episode_policy_steps
+    env_seconds = policy_steps * cfg.action_repeat / rates.env_steps_per_second
+    episode_seconds = policy_steps * rates.seconds_per_action + (
+        0.0 if math.isnan(env_seconds) else env_seconds
+    )
+    episodes = plan.train_episodes + plan.test_episodes + plan.eval_episodes
+    return plan.updates * rates.seconds_per_update + episodes * episode_seconds
+
+
 class BaseTrainer(abc.ABC):
     """One run in one run folder; :meth:`train` runs the schedule to its end.
 
@@ -216,9 +249,9 @@ class BaseTrainer(abc.ABC):
     @abc.abstractmethod
     def train_noise(self) -> float: ...
 
-    @abc.abstractmethod
-    def _projection(self, updates_left: int) -> tuple[int, float]:
-        """(train episodes left to collect, seconds per planned action) for the cost line."""
+    def _probe_seconds_per_action(self) -> float:
+        """Seconds per action before any episode was played in this process (cost line)."""
+        return 0.0
 
     def _test_extras(self) -> dict[str, float]:
         """Scalars a test phase logs beside the return (PlaNet: the test-batch losses)."""
@@ -237,6 +270,44 @@ class BaseTrainer(abc.ABC):
         steps = sum(e.policy_steps for e in self.train_store[: self.train_visible])
         return steps * self.cfg.action_repeat
 
+    @property
+    def budget_reached(self) -> bool:
+        """The train episodes hold the env-step budget (schedule.max_env_steps): collect no more."""
+        budget = self.cfg.schedule.max_env_steps
+        return budget is not None and self.env_steps >= budget
+
+    @property
+    def planned_updates(self) -> int:
+        return self.plan(self.cfg).updates
+
+    @classmethod
+    def plan(cls, cfg: Config) -> Plan:
+        """What a whole run of ``cfg`` does: total_updates, or fewer where the env-step budget
+        (counted in full-length episodes) ends it first."""
+        s, episode_env_steps = cfg.schedule, cfg.episode_env_steps
+        updates = s.total_updates
+        if s.max_env_steps is not None:
+            episodes = math.ceil(
+                max(0, s.max_env_steps - s.seed_episodes * episode_env_steps) / episode_env_steps
+            )
+            updates = min(updates, cls._updates_before_episode(cfg, episodes))
+        return Plan(
+            updates=updates,
+            train_episodes=cls._episodes_after_updates(cfg, updates),
+            test_episodes=(updates // s.test_every_updates + 1) * s.test_episodes,
+            eval_episodes=s.final_eval_episodes,
+        )
+
+    @staticmethod
+    @abc.abstractmethod
+    def _updates_before_episode(cfg: Config, n: int) -> int:
+        """Updates the schedule makes before it collects the n-th agent episode (1-based)."""
+
+    @staticmethod
+    @abc.abstractmethod
+    def _episodes_after_updates(cfg: Config, updates: int) -> int:
+        """Agent episodes the schedule has collected once it made ``updates`` updates."""
+
     def _test_due(self) -> bool:
         since = self.counters.updates - max(0, self.counters.last_test_updates)
         return since >= self.cfg.schedule.test_every_updates
@@ -247,6 +318,7 @@ class BaseTrainer(abc.ABC):
         """Run (or continue) the schedule; returns a summary. Ctrl-C checkpoints and returns."""
         with stop_on_signals(self):
             try:
+                self.run.record_machine(self.counters.updates)
                 self._seed_episodes()
                 self._start_progress()
                 self._schedule()
@@ -266,7 +338,7 @@ class BaseTrainer(abc.ABC):
 
     def _finished(self) -> bool:
         s = self.cfg.schedule
-        if self.counters.updates >= s.total_updates:
+        if self.counters.updates >= s.total_updates or self.budget_reached:
             return True
         return s.max_hours is not None and self.logger.wall_seconds >= s.max_hours * 3600
 
@@ -369,6 +441,8 @@ class BaseTrainer(abc.ABC):
         for task, value in returns_per_task(self.cfg.spec, seeds, returns).items():
             scalars[f"test/return/{task}"] = value  # multi-task runs: each task's own score
         scalars["env_steps_per_second"] = self.env_steps_per_second
+        if hasattr(os, "getloadavg"):  # did the run share the CPU? (its wall-clock is slower)
+            scalars["machine/load_1min"] = os.getloadavg()[0]
         scalars["seconds_per_action"] = self.seconds_per_action
         self.logger.log(scalars, env_steps=self.env_steps, updates=self.counters.updates)
         self.counters.tests_done = k + 1
@@ -394,34 +468,39 @@ class BaseTrainer(abc.ABC):
         }
         return save_checkpoint(self.run.checkpoints / CHECKPOINT_NAME, state)
 
+    @property
+    def rates(self) -> Rates:
+        return Rates(self.seconds_per_update, self.seconds_per_action, self.env_steps_per_second)
+
     def _print_cost_line(self) -> None:
-        """Throughput and the projected wall-clock time of the whole configured run."""
+        """Throughput and the projected wall-clock time of the rest of the configured run."""
         s = self.cfg.schedule
-        policy_steps = self.cfg.episode_policy_steps
-        updates_left = max(0, s.total_updates - self.counters.updates)
-        train_left, action_seconds = self._projection(updates_left)
-        tests_left = updates_left // s.test_every_updates + 1
-        env_seconds = policy_steps * self.cfg.action_repeat / self.env_steps_per_second
-        episode_seconds = policy_steps * action_seconds + (
-            0.0 if math.isnan(env_seconds) else env_seconds
+        if math.isnan(self.seconds_per_action):  # nothing planned yet in this process
+            self.seconds_per_action = self._probe_seconds_per_action()
+        plan = self.plan(self.cfg)
+        left = Plan(
+            updates=max(0, plan.updates - self.counters.updates),
+            train_episodes=max(0, plan.train_episodes - self.counters.train_collected),
+            test_episodes=max(0, plan.test_episodes - self.counters.tests_done * s.test_episodes),
+            eval_episodes=plan.eval_episodes,
         )
-        hours = (
-            updates_left * self.seconds_per_update
-            + (train_left + tests_left * s.test_episodes) * episode_seconds
-        ) / 3600
-        limit = "" if s.max_hours is None else f"; stops at --schedule.max-hours {s.max_hours:g}"
+        hours = projected_seconds(self.cfg, self.rates, left) / 3600
+        limit = "" if s.max_env_steps is None else f"; budget {s.max_env_steps:,} env steps"
+        if s.max_hours is not None:
+            limit += f"; stops at --schedule.max-hours {s.max_hours:g}"
         print(
             f"cost: {self.env_steps_per_second:,.0f} env steps/s (random policy), "
-            f"{self.seconds_per_update:.4f} s/update, {action_seconds:.4f} s/action -> projected "
-            f"{hours:.2f} h for {updates_left} updates, {train_left} train and "
-            f"{tests_left * s.test_episodes} test episodes of {policy_steps} policy steps{limit}",
+            f"{self.seconds_per_update:.4f} s/update, {self.seconds_per_action:.4f} s/action -> "
+            f"projected {hours:.2f} h for {left.updates} updates, {left.train_episodes} train, "
+            f"{left.test_episodes} test and {left.eval_episodes} eval episodes of "
+            f"{self.cfg.episode_policy_steps} policy steps{limit}",
             flush=True,
         )
         self.logger.log(
             {
                 "cost/env_steps_per_second": self.env_steps_per_second,
                 "cost/seconds_per_update": self.seconds_per_update,
-                "cost/seconds_per_action": action_seconds,
+                "cost/seconds_per_action": self.seconds_per_action,
                 "cost/projected_hours": hours,
             },
             env_steps=self.env_steps,
@@ -441,7 +520,7 @@ class BaseTrainer(abc.ABC):
             )
             self._task = self._bar.add_task(
                 f"training {self.cfg.variant}",
-                total=self.cfg.schedule.total_updates,
+                total=self.planned_updates,
                 completed=self.counters.updates,
             )
             self._bar.start()
@@ -455,7 +534,7 @@ class BaseTrainer(abc.ABC):
             self._bar.update(self._task, description=text)
         else:
             print(
-                f"[{self.counters.updates}/{self.cfg.schedule.total_updates} updates, "
+                f"[{self.counters.updates}/{self.planned_updates} updates, "
                 f"{self.env_steps} env steps, {self.logger.wall_seconds / 60:.1f} min] {text}",
                 flush=True,
             )
@@ -474,5 +553,6 @@ class BaseTrainer(abc.ABC):
             "env_steps": self.env_steps,
             "test_returns": returns,
             "wall_seconds": round(self.counters.wall_seconds, 1),
+            "rates": vars(self.rates),  # measured in this process (NaN: not measured)
             "finished": self._finished(),  # False after Ctrl-C / SIGTERM: --resume continues
         }

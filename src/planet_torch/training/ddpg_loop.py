@@ -1,7 +1,8 @@
 """DDPG's training schedule, in the same run folder and with the same guarantees as loop.py.
 
     seed:     S random episodes -> train_episodes/,  S' random episodes -> test_episodes/
-    repeat until schedule.total_updates (or schedule.max_hours):
+    repeat until schedule.total_updates (or schedule.max_hours, or the env-step budget
+    schedule.max_env_steps in train_episodes/):
       collect one episode with the exploration-noise actor -> train_episodes/ (after a checkpoint)
       update  until round(ddpg.updates_per_policy_step × policy steps of all noisy episodes so
               far) updates are done, each on ddpg.batch_size transitions (chunks of 2 rows)
@@ -138,7 +139,11 @@ class DDPGTrainer(BaseTrainer):
             metrics, time.perf_counter() - start, finite=("critic_loss", "actor_loss")
         )
 
-    def _projection(self, updates_left: int) -> tuple[int, float]:
-        per_episode = self.cfg.ddpg.updates_per_policy_step * self.cfg.episode_policy_steps
-        action_seconds = 0.0 if math.isnan(self.seconds_per_action) else self.seconds_per_action
-        return math.ceil(updates_left / per_episode), action_seconds
+    @staticmethod
+    def _updates_before_episode(cfg: Config, n: int) -> int:
+        rate = cfg.ddpg.updates_per_policy_step
+        return round(rate * max(0, n - 1) * cfg.episode_policy_steps)
+
+    @staticmethod
+    def _episodes_after_updates(cfg: Config, updates: int) -> int:
+        return math.ceil(updates / (cfg.ddpg.updates_per_policy_step * cfg.episode_policy_steps))

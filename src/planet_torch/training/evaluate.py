@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from planet_torch.models import WorldModel
 from planet_torch.training.base import CHECKPOINT_NAME, counter_generator, resolve_device
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import episode_seed, run_episode, run_episodes
+from planet_torch.training.logging import read_metrics
 from planet_torch.training.loop import Trainer
 from planet_torch.training.run_dir import RunDir
 from planet_torch.training.video import write_video
@@ -109,6 +111,7 @@ def evaluate(
         raise UserError(f"{run.path} has no checkpoint yet ({path}); train first")
     torch_device = resolve_device(device)
     state = load_checkpoint(path, map_location=torch_device)
+    start = time.perf_counter()
     returns: list[float] = []
     first = None
     if workers > 1 and cfg.algo == "planet" and Trainer.learner_key in state:
@@ -126,13 +129,18 @@ def evaluate(
                 print(f"eval episode {i}: return {returns[-1]:.1f}", flush=True)
         finally:
             env.close()
+    seconds = time.perf_counter() - start
     counters = state["counters"]
+    logged = [r["env_steps"] for r in read_metrics(run.metrics_path)[: counters["metrics_records"]]]
     seeds = [episode_seed(cfg.seed, "eval", i, cfg.task_count) for i in range(episodes)]
     scores: dict[str, Any] = {
         "task": cfg.task,
         "variant": cfg.variant,
         "checkpoint": str(path),
         "updates": counters["updates"],
+        "env_steps": logged[-1] if logged else 0,
+        "train_wall_seconds": round(counters["wall_seconds"], 1),
+        "wall_seconds": round(seconds, 1),
         "returns": returns,
         "mean": float(np.mean(returns)),
         "std": float(np.std(returns)),

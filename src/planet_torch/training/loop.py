@@ -1,7 +1,8 @@
 """PlaNet's training schedule (original scripts/configs.py ``_training_schedule``, trainer.py).
 
     seed:   S random episodes -> train_episodes/,  S random episodes -> test_episodes/
-    repeat until schedule.total_updates:
+    repeat until schedule.total_updates, schedule.max_hours or the env-step budget
+    (schedule.max_env_steps in train_episodes/, then a last test phase at the budget):
       train phase  test_every_updates updates on chunks from train_episodes/; after every
                    collect_every_updates-th update one planned episode with exploration noise
                    (planner.train_noise) -> train_episodes/
@@ -18,7 +19,6 @@ Exact resume, clean stops, the cost line and the run folder are shared with DDPG
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -27,6 +27,7 @@ import torch
 
 from planet_torch.agents.base import Agent
 from planet_torch.agents.planet import PlanetAgent
+from planet_torch.config import Config
 from planet_torch.models import WorldModel, WorldModelTrainer, retain_freed_memory
 from planet_torch.replay import ChunkSampler, batch_to_torch
 from planet_torch.training.base import BaseTrainer, counter_generator, counter_rng
@@ -84,7 +85,10 @@ class Trainer(BaseTrainer):
         s = self.cfg.schedule
         while True:
             self._check_stop()
-            while self.counters.train_collected < self.counters.updates // s.collect_every_updates:
+            while (
+                self.counters.train_collected < self.counters.updates // s.collect_every_updates
+                and not self.budget_reached
+            ):
                 self._train_episode()
             if self._test_due():
                 self._test_phase()
@@ -138,15 +142,13 @@ class Trainer(BaseTrainer):
             "test/open_loop", np.concatenate(list(frames), axis=0), updates=self.counters.updates
         )
 
-    def _projection(self, updates_left: int) -> tuple[int, float]:
-        s = self.cfg.schedule
-        train_left = max(
-            0, s.total_updates // s.collect_every_updates - self.counters.train_collected
-        )
-        action_seconds = self.seconds_per_action
-        if math.isnan(action_seconds):  # nothing planned yet in this process
-            action_seconds = self._probe_seconds_per_action()
-        return train_left, action_seconds
+    @staticmethod
+    def _updates_before_episode(cfg: Config, n: int) -> int:
+        return n * cfg.schedule.collect_every_updates
+
+    @staticmethod
+    def _episodes_after_updates(cfg: Config, updates: int) -> int:
+        return updates // cfg.schedule.collect_every_updates
 
     def _probe_seconds_per_action(self) -> float:
         """Time one planned action on a stored frame (own generator: the run's streams untouched)."""

@@ -8,6 +8,8 @@ runs/<name>/
   videos/            MP4s of episodes and open-loop predictions
   plots/             learning curves
   metrics.jsonl      every logged scalar with env_steps, updates and wall time
+  machines.json      the machine of every process that trained the run (and from which update)
+  scores.json        the final model's noise-free eval episodes (planet eval): the run's score
 """
 
 from __future__ import annotations
@@ -20,19 +22,27 @@ from typing import Any
 from planet_torch.config import Config
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
+from planet_torch.machine import machine_info
 
 # Fields that may change between a run and its resume without changing what the run computes.
 RESUMABLE_CHANGES = frozenset(
-    {"device", "env.workers", "schedule.total_updates", "schedule.max_hours"}
+    {
+        "device",
+        "env.workers",
+        "schedule.total_updates",
+        "schedule.max_hours",
+        "schedule.max_env_steps",
+        "schedule.final_eval_episodes",
+    }
 )
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
+            flat.update(flatten(value, f"{name}."))
         else:
             flat[name] = value
     return flat
@@ -40,7 +50,7 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def config_differences(a: Config, b: Config) -> list[str]:
     """Dotted names of the fields where two configs differ, ignoring RESUMABLE_CHANGES."""
-    fa, fb = _flatten(a.to_dict()), _flatten(b.to_dict())
+    fa, fb = flatten(a.to_dict()), flatten(b.to_dict())
     return sorted(
         k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k) and k not in RESUMABLE_CHANGES
     )
@@ -77,6 +87,24 @@ class RunDir:
     @property
     def metrics_path(self) -> Path:
         return self.path / "metrics.jsonl"
+
+    @property
+    def machines_path(self) -> Path:
+        return self.path / "machines.json"
+
+    def machines(self) -> list[dict[str, Any]]:
+        """One entry per process that trained this run: ``from_updates`` and ``machine``."""
+        if not self.machines_path.exists():
+            return []
+        entries: list[dict[str, Any]] = json.loads(self.machines_path.read_text())
+        return entries
+
+    def record_machine(self, from_updates: int) -> None:
+        """Note the machine of a (re)started training process; a resume at the same update
+        replaces the note of the process it continues."""
+        entries = [e for e in self.machines() if e["from_updates"] < from_updates]
+        entries.append({"from_updates": from_updates, "machine": machine_info()})
+        atomic_write_text(self.machines_path, json.dumps(entries, indent=1) + "\n")
 
     def exists(self) -> bool:
         return self.config_path.exists()

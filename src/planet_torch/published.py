@@ -1,0 +1,69 @@
+"""Published scores to compare with, at a budget of environment steps (after action repeat).
+
+The DMC-100k / DMC-500k rows are Table 1 of Laskin et al. 2020, "CURL: Contrastive Unsupervised
+Representations for Reinforcement Learning" (means over seeds; the PlaNet and Dreamer rows there
+are the reference everyone quotes at these budgets). PlaNet's own Table 1 (Hafner et al. 2019,
+after 1000 episodes = 1M env steps) is ``TaskSpec.paper_score`` in config.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SOURCE = "CURL (Laskin et al. 2020), Table 1"
+
+DMC_TASKS: tuple[str, ...] = (
+    "finger-spin",
+    "cartpole-swingup",
+    "reacher-easy",
+    "cheetah-run",
+    "walker-walk",
+    "cup-catch",
+)
+"""The six tasks of PlaNet's Table 1, in the order the DMC-100k tables list them."""
+
+
+@dataclass(frozen=True)
+class Published:
+    method: str
+    env_steps: int
+    scores: dict[str, float]
+
+
+PUBLISHED: tuple[Published, ...] = (
+    Published(
+        "PlaNet",
+        100_000,
+        dict(zip(DMC_TASKS, (136.0, 297.0, 20.0, 138.0, 224.0, 0.0), strict=True)),
+    ),
+    Published(
+        "Dreamer",
+        100_000,
+        dict(zip(DMC_TASKS, (341.0, 326.0, 314.0, 235.0, 277.0, 246.0), strict=True)),
+    ),
+    Published(
+        "PlaNet",
+        500_000,
+        dict(zip(DMC_TASKS, (561.0, 475.0, 210.0, 305.0, 351.0, 460.0), strict=True)),
+    ),
+    Published(
+        "Dreamer",
+        500_000,
+        dict(zip(DMC_TASKS, (796.0, 762.0, 793.0, 570.0, 897.0, 879.0), strict=True)),
+    ),
+)
+
+
+def published(task: str, max_env_steps: float | None = None) -> list[tuple[str, int, float]]:
+    """(method, env steps, score) of every published score of ``task`` up to ``max_env_steps``."""
+    return [
+        (p.method, p.env_steps, p.scores[task])
+        for p in PUBLISHED
+        if task in p.scores and (max_env_steps is None or p.env_steps <= max_env_steps)
+    ]
+
+
+def task_order(tasks: set[str] | list[str]) -> list[str]:
+    """The six DMC tasks in the tables' order first, then the others alphabetically."""
+    known = [t for t in DMC_TASKS if t in tasks]
+    return known + sorted(t for t in tasks if t not in DMC_TASKS)

@@ -1,0 +1,282 @@
+"""Benchmark results that outlive run folders: CSV rows, a markdown table, a figure.
+
+Run folders are scratch; what a benchmark found is committed as plain files (docs/results/):
+
+* ``dmc100k.csv``        one row per run: task, variant, seed, score (mean return of the final
+                         model's noise-free eval episodes), env steps, updates, wall-clock, the
+                         machine and its load, and the command that reproduces the run
+* ``dmc100k-curves.csv`` one row per test phase of every run: the learning curves
+* ``random.csv``         the uniform random policy, scored the same way (eval seeds)
+
+Rows are keyed by (task, variant, seed): adding a run again replaces its rows, so each finished
+run can be committed as soon as it exists. The table and the figure are made from the CSVs
+alone, beside the published PlaNet and Dreamer rows (published.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from planet_torch.agents.random import RandomAgent
+from planet_torch.config import PRESETS, Config, override
+from planet_torch.envs import make_env
+from planet_torch.errors import UserError
+from planet_torch.fileio import atomic_write_text
+from planet_torch.machine import machine_info, machine_label
+from planet_torch.published import DMC_TASKS, SOURCE, published
+from planet_torch.training.collect import episode_seed, run_episode
+from planet_torch.training.logging import read_metrics
+from planet_torch.training.plot import Curve, Score, draw_curves
+from planet_torch.training.run_dir import RunDir, flatten
+
+RUN_FIELDS = (
+    "task",
+    "variant",
+    "seed",
+    "score",
+    "score_std",
+    "eval_episodes",
+    "env_steps",
+    "updates",
+    "train_minutes",
+    "eval_minutes",
+    "load",
+    "machine",
+    "command",
+)
+"""Columns of the runs CSV. ``load``: mean 1-minute load average over the run's test phases
+(≈ the run's own threads on a quiet machine; more = it shared the CPU, its minutes are slower
+than this machine can do)."""
+CURVE_FIELDS = ("task", "variant", "seed", "env_steps", "updates", "wall_minutes", "test_return")
+RANDOM_FIELDS = ("task", "episodes", "score", "score_std", "machine")
+RUN_KEY = ("task", "variant", "seed")
+
+
+# ---- rows from a run folder ------------------------------------------------------------------
+
+
+def reproduce_command(cfg: Config) -> str:
+    """The ``planet train`` command of ``cfg``: the preset it differs least from, plus flags
+    for every other difference (where it runs, ``device`` and ``env.workers``, left out)."""
+    flat = flatten(cfg.to_dict())
+    best: tuple[int, str, list[str]] | None = None
+    for name, base in PRESETS.items():
+        base_flat = flatten(override(base, task=cfg.task, seed=cfg.seed, algo=cfg.algo).to_dict())
+        diff = sorted(
+            k for k in flat if flat[k] != base_flat.get(k) and k not in ("device", "env.workers")
+        )
+        if best is None or len(diff) < best[0]:
+            best = (len(diff), name, diff)
+    assert best is not None
+    _, name, diff = best
+    flags = [f"--{k.replace('_', '-')} {_flag_value(flat[k])}" for k in diff]
+    algo = "" if cfg.algo == "planet" else f" --algo {cfg.algo}"
+    return " ".join(
+        [f"planet train --task {cfg.task} --preset {name} --seed {cfg.seed}{algo}", *flags]
+    )
+
+
+def _flag_value(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return " ".join(map(str, value))
+    return "None" if value is None else str(value)
+
+
+def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(the run's CSV row, its curve rows). The run must be scored (scores.json)."""
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    scores_path = run.path / "scores.json"
+    if not scores_path.exists():
+        raise UserError(
+            f"{run.path} has no scores.json: finish the run (planet train --resume) or score "
+            f"it (planet eval --run-dir {run.path} --episodes 10)"
+        )
+    scores = json.loads(scores_path.read_text())
+    records = read_metrics(run.metrics_path)
+    tests = [r for r in records if "test/return" in r]
+    loads = [r["machine/load_1min"] for r in tests if "machine/load_1min" in r]
+    machines = sorted({machine_label(m["machine"]) for m in run.machines()}) or ["?"]
+    key = {"task": cfg.task, "variant": cfg.variant, "seed": cfg.seed}
+    row = {
+        **key,
+        "score": round(scores["mean"], 1),
+        "score_std": round(scores["std"], 1),
+        "eval_episodes": scores["episodes"],
+        "env_steps": scores.get("env_steps", ""),
+        "updates": scores["updates"],
+        "train_minutes": round(scores.get("train_wall_seconds", math.nan) / 60, 1),
+        "eval_minutes": round(scores.get("wall_seconds", math.nan) / 60, 1),
+        "load": round(float(np.mean(loads)), 2) if loads else "",
+        "machine": " + ".join(machines),
+        "command": reproduce_command(cfg),
+    }
+    curve = [
+        {
+            **key,
+            "env_steps": r["env_steps"],
+            "updates": r["updates"],
+            "wall_minutes": round(r["wall_seconds"] / 60, 2),
+            "test_return": round(r["test/return"], 2),
+        }
+        for r in tests
+    ]
+    return row, curve
+
+
+# ---- the random policy -------------------------------------------------------------------------
+
+
+def random_policy_row(task: str, episodes: int = 10, seed: int = 0) -> dict[str, Any]:
+    """The uniform random policy on ``task``: ``episodes`` episodes with the eval seeds of a run
+    of ``seed``, scored like a run (mean and std of the returns)."""
+    cfg = Config(task=task, seed=seed)  # the task's own episodes and action repeat
+    env = make_env(cfg, seed=episode_seed(seed, "eval", 0, cfg.task_count))
+    returns = []
+    try:
+        for i in range(episodes):
+            episode_seed_i = episode_seed(seed, "eval", i, cfg.task_count)
+            agent = RandomAgent(
+                env.action_low, env.action_high, np.random.default_rng(episode_seed_i)
+            )
+            returns.append(float(run_episode(env, agent, episode_seed_i).reward.sum()))
+    finally:
+        env.close()
+    return {
+        "task": task,
+        "episodes": episodes,
+        "score": round(float(np.mean(returns)), 1),
+        "score_std": round(float(np.std(returns)), 1),
+        "machine": machine_label(machine_info()),
+    }
+
+
+# ---- CSV files -----------------------------------------------------------------------------------
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(path), buffer.getvalue())
+
+
+def _row_order(row: dict[str, Any]) -> tuple[int, str, str, int, float]:
+    task = str(row["task"])
+    rank = DMC_TASKS.index(task) if task in DMC_TASKS else len(DMC_TASKS)
+    step = float(row["env_steps"] or 0) if "test_return" in row else 0.0
+    return (rank, task, str(row.get("variant", "")), int(row.get("seed") or 0), step)
+
+
+def upsert(
+    path: Path, fields: tuple[str, ...], new_rows: list[dict[str, Any]], key: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """Rows of ``path`` whose key is not among ``new_rows``' keys, plus ``new_rows``; written
+    back in the tables' task order, then variant, seed (and env steps). Returns all rows."""
+    replaced = {tuple(str(r[k]) for k in key) for r in new_rows}
+    rows: list[dict[str, Any]] = [
+        dict(r) for r in read_csv(path) if tuple(str(r[k]) for k in key) not in replaced
+    ]
+    rows = sorted(rows + new_rows, key=_row_order)
+    write_csv(path, fields, rows)
+    return rows
+
+
+# ---- table and figure from the CSVs ---------------------------------------------------------------
+
+
+def _mean_std(values: list[float]) -> str:
+    spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{np.mean(values):.0f} ± {spread:.0f}"
+
+
+def results_table(
+    runs: list[dict[str, Any]], random: list[dict[str, Any]], variant: str = "planet"
+) -> str:
+    """Markdown: per task, the score over seeds (mean ± sample std) beside the random policy
+    and the published 100k rows; wall-clock and updates per run."""
+    lines = [
+        "| task | score at 100k (ours, cpu preset) | seeds | random policy "
+        "| PlaNet 100k | Dreamer 100k | minutes per run | updates |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    randoms = {r["task"]: float(r["score"]) for r in random}
+    for task in DMC_TASKS:
+        mine = [r for r in runs if r["task"] == task and r["variant"] == variant]
+        refs = {m: v for m, steps, v in published(task, 100_000)}
+        score = _mean_std([float(r["score"]) for r in mine]) if mine else "not run yet"
+        minutes = [float(r["train_minutes"]) + float(r["eval_minutes"]) for r in mine]
+        span = f"{min(minutes):.0f}-{max(minutes):.0f}" if minutes else ""
+        updates = ", ".join(sorted({str(r["updates"]) for r in mine}))
+        rnd = f"{randoms[task]:.0f}" if task in randoms else ""
+        lines.append(
+            f"| {task} | {score} | {len(mine)} | {rnd} | {refs.get('PlaNet', float('nan')):g} "
+            f"| {refs.get('Dreamer', float('nan')):g} | {span} | {updates} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def results_figure(
+    curve_rows: list[dict[str, Any]],
+    runs: list[dict[str, Any]],
+    random: list[dict[str, Any]],
+    output: Path,
+) -> Path:
+    """The 2 × 3 grid: test return vs env steps per task (mean, min..max over seeds), the final
+    scores, the random policy and the published 100k (and 500k) points."""
+    grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for r in curve_rows:
+        grouped.setdefault((r["task"], r["variant"], int(r["seed"])), []).append(r)
+    curves = [
+        Curve(
+            task,
+            variant,
+            seed,
+            np.array([float(r["env_steps"]) for r in rows]),
+            np.array([float(r["test_return"]) for r in rows]),
+        )
+        for (task, variant, seed), rows in grouped.items()
+    ]
+    scores = [
+        Score(r["task"], r["variant"], int(r["seed"]), int(r["env_steps"]), float(r["score"]))
+        for r in runs
+    ]
+    levels = {r["task"]: float(r["score"]) for r in random}
+    return draw_curves(
+        curves,
+        output,
+        reference="dmc100k",
+        random_levels=levels,
+        scores=scores,
+        title=f"DMC-100k, planet-torch cpu preset (published points: {SOURCE})",
+    )
+
+
+_MARKER = re.compile(r"(<!-- dmc100k-table -->\n)(.*?)(<!-- /dmc100k-table -->)", re.DOTALL)
+
+
+def update_docs(path: Path, table: str) -> bool:
+    """Replace the table between ``<!-- dmc100k-table -->`` and ``<!-- /dmc100k-table -->``
+    in ``path``; False when the file has no such markers."""
+    text = Path(path).read_text()
+    if not _MARKER.search(text):
+        return False
+    atomic_write_text(Path(path), _MARKER.sub(lambda m: m.group(1) + table + m.group(3), text))
+    return True

@@ -1,0 +1,96 @@
+"""A run from start to score, as ``planet train`` and every sweep trial run it.
+
+    train     the trainer of the run's algorithm (PlaNet: loop.py, DDPG: ddpg_loop.py) runs the
+              schedule to its end (updates, hours or the env-step budget)
+    score     the final model plays schedule.final_eval_episodes noise-free episodes
+              (``planet eval``): their mean return is the run's score, the papers' protocol
+
+A run stopped early (Ctrl-C, SIGTERM) is not scored; ``--resume`` finishes it and scores it then.
+A finished run whose scores.json already belongs to its last checkpoint is not played again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from planet_torch.config import Config, override, preset
+from planet_torch.published import published
+from planet_torch.training.base import BaseTrainer, Rates, projected_seconds
+from planet_torch.training.evaluate import evaluate
+
+
+def trainer_class(cfg: Config) -> type[BaseTrainer]:
+    """The trainer of ``cfg.algo``."""
+    if cfg.algo == "ddpg":
+        from planet_torch.training.ddpg_loop import DDPGTrainer
+
+        return DDPGTrainer
+    from planet_torch.training.loop import Trainer
+
+    return Trainer
+
+
+def _scores_of(run_dir: Path, updates: int, episodes: int) -> dict[str, Any] | None:
+    """scores.json if it holds ``episodes`` episodes of the checkpoint at ``updates``."""
+    path = run_dir / "scores.json"
+    if not path.exists():
+        return None
+    scores: dict[str, Any] = json.loads(path.read_text())
+    if scores.get("updates") == updates and scores.get("episodes") == episodes:
+        return scores
+    return None
+
+
+def train_and_score(
+    cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool | None = None
+) -> dict[str, Any]:
+    """Train (or continue) the run in ``run_dir``, then score its final model. Returns the
+    trainer's summary, with ``score``, ``score_std`` and ``eval_wall_seconds`` once scored."""
+    trainer = trainer_class(cfg)(cfg, Path(run_dir), resume=resume, progress=progress)
+    summary = trainer.train()
+    episodes = trainer.cfg.schedule.final_eval_episodes
+    if summary["finished"] and episodes > 0:
+        scores = _scores_of(trainer.run.path, summary["updates"], episodes)
+        if scores is None:
+            print(f"final eval: {episodes} noise-free episodes of the final model", flush=True)
+            scores = evaluate(
+                trainer.run.path, episodes, "mp4", trainer.cfg.device, trainer.cfg.env.workers
+            )
+        summary.update(
+            score=scores["mean"],
+            score_std=scores["std"],
+            eval_wall_seconds=scores.get("wall_seconds"),
+        )
+    return summary
+
+
+def budget_note(cfg: Config, preset_name: str, summary: dict[str, Any]) -> str | None:
+    """For a run that ended before its preset's env-step budget (``make demo``): how long the
+    whole budget would take on this machine, at the speed this run measured, and the command."""
+    target = override(preset(preset_name), task=cfg.task, seed=cfg.seed, algo=cfg.algo)
+    budget = target.schedule.max_env_steps
+    rates = Rates(**summary["rates"])
+    measured = (rates.seconds_per_update, rates.seconds_per_action)
+    if budget is None or summary["env_steps"] >= budget or any(map(math.isnan, measured)):
+        return None
+    plan = trainer_class(target).plan(target)
+    minutes = projected_seconds(target, rates, plan) / 60
+    lines = [
+        f"this run stopped at {summary['env_steps']:,} env steps; the {preset_name} preset learns "
+        f"to a budget of {budget:,} env steps: {plan.updates:,} updates, {plan.train_episodes} "
+        f"train, {plan.test_episodes} test and {plan.eval_episodes} eval episodes, about "
+        f"{minutes:.0f} min on this machine at this run's speed "
+        f"({rates.seconds_per_update:.2f} s/update, {rates.seconds_per_action:.3f} s/action):",
+        f"  planet train --task {cfg.task} --preset {preset_name} --seed {cfg.seed}",
+    ]
+    points = published(cfg.task, budget)
+    if points:
+        others = ", ".join(f"{m} {v:g}" for m, _, v in points)
+        lines.append(
+            f"published at {budget // 1000}k env steps: {others}; what the {preset_name} preset "
+            "scores on this task: docs/results/README.md"
+        )
+    return "\n".join(lines)

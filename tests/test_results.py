@@ -1,0 +1,155 @@
+"""Benchmark results: CSV rows of scored runs, the table, the 2 × 3 grid and the demo's figure."""
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from planet_torch.config import DEBUG, override
+from planet_torch.published import published
+from planet_torch.training.plot import plot_runs
+from planet_torch.training.results import (
+    RUN_FIELDS,
+    random_policy_row,
+    reproduce_command,
+    results_table,
+)
+from planet_torch.training.runs import budget_note, train_and_score
+
+TASK = "cartpole-swingup"  # has published 100k scores to draw
+# tab:red (Dreamer's square), the random policy's grey line
+DREAMER_RED, RANDOM_GREY = (0.839, 0.153, 0.157), (0.5, 0.5, 0.5)
+
+
+def planet(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "planet_torch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def pixels_of(path: Path, rgb: tuple[float, float, float], tolerance: float = 0.03) -> int:
+    image = imread(path)[..., :3]
+    return int((np.abs(image - np.array(rgb)).max(axis=-1) < tolerance).sum())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("results")
+    dirs = []
+    for seed in (0, 1):
+        cfg = override(
+            DEBUG,
+            task=TASK,
+            seed=seed,
+            schedule={"max_env_steps": 400, "total_updates": 1000},
+        )
+        summary = train_and_score(cfg, root / f"seed{seed}", progress=False)
+        assert summary["finished"] and summary["env_steps"] == 400 and "score" in summary
+        dirs.append(root / f"seed{seed}")
+    return dirs
+
+
+def test_results_csvs_table_and_grid(runs, tmp_path):
+    docs = tmp_path / "README.md"
+    docs.write_text("intro\n<!-- dmc100k-table -->\nold table\n<!-- /dmc100k-table -->\nend\n")
+    random_csv = tmp_path / "random.csv"
+    random_csv.write_text("task,episodes,score,score_std,machine\ncartpole-swingup,10,27,3,x\n")
+    paths = {
+        "--csv": tmp_path / "runs.csv",
+        "--curves": tmp_path / "curves.csv",
+        "--random": random_csv,
+        "--figure": tmp_path / "grid.png",
+    }
+    args = [str(a) for kv in paths.items() for a in kv]
+    result = planet("results", *map(str, runs), *args, "--docs", str(docs))
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(paths["--csv"].open()))
+    assert [(r["task"], r["seed"]) for r in rows] == [(TASK, "0"), (TASK, "1")]
+    assert tuple(rows[0]) == RUN_FIELDS
+    assert rows[0]["env_steps"] == "400" and rows[0]["updates"] == "9"
+    assert rows[0]["eval_episodes"] == "2" and rows[0]["machine"]
+    assert rows[0]["command"].startswith(f"planet train --task {TASK} --preset debug --seed 0")
+    assert "--schedule.max-env-steps 400" in rows[0]["command"]
+    curves = list(csv.DictReader(paths["--curves"].open()))
+    # test phases at 6 updates (320 env steps) and at the budget (9 updates, 400 env steps)
+    assert [(c["seed"], c["updates"], c["env_steps"]) for c in curves] == [
+        ("0", "6", "320"),
+        ("0", "9", "400"),
+        ("1", "6", "320"),
+        ("1", "9", "400"),
+    ]
+    text = docs.read_text()
+    assert "old table" not in text and text.startswith("intro\n") and text.endswith("end\n")
+    line = next(x for x in text.splitlines() if x.startswith(f"| {TASK} |"))
+    assert "| 2 | 27 | 297 | 326 |" in line  # seeds, random, PlaNet and Dreamer at 100k
+    # Adding a run again replaces its rows.
+    again = planet("results", str(runs[0]), *args, "--docs", str(docs))
+    assert again.returncode == 0, again.stderr
+    assert len(list(csv.DictReader(paths["--csv"].open()))) == 2
+    assert len(list(csv.DictReader(paths["--curves"].open()))) == 4
+    figure = paths["--figure"]
+    assert figure.read_bytes()[:4] == b"\x89PNG" and imread(figure).std() > 0.02
+    assert pixels_of(figure, DREAMER_RED) > 20, "published Dreamer point not drawn"
+    assert pixels_of(figure, RANDOM_GREY) > 50, "random policy level not drawn"
+
+
+def test_table_lists_every_task_with_published_rows():
+    runs = [
+        {"task": "walker-walk", "variant": "planet", "seed": s, "score": v, "updates": 4750}
+        | {"train_minutes": 60, "eval_minutes": 2}
+        for s, v in ((0, 200.0), (1, 300.0))
+    ]
+    table = results_table(runs, [{"task": "walker-walk", "score": 41.0}])
+    lines = table.splitlines()
+    assert len(lines) == 2 + 6
+    walker = next(x for x in lines if x.startswith("| walker-walk |"))
+    # mean ± sample std (n - 1) of 200 and 300
+    assert walker == "| walker-walk | 250 ± 71 | 2 | 41 | 224 | 277 | 62-62 | 4750 |"
+    assert "| cup-catch | not run yet | 0 |  | 0 | 246 |" in table
+
+
+def test_demo_figure_draws_random_level_and_reference(runs):
+    out = plot_runs([runs[0]], runs[0] / "plots" / "demo.png")
+    assert pixels_of(out, DREAMER_RED) > 20 and pixels_of(out, RANDOM_GREY) > 50
+    bare = plot_runs([runs[0]], runs[0] / "plots" / "bare.png", reference="none")
+    assert pixels_of(bare, DREAMER_RED) == 0  # the check above can fail
+
+
+def test_budget_note_projects_the_benchmark_run():
+    summary = {
+        "env_steps": 7000,
+        "rates": {
+            "seconds_per_update": 0.2,
+            "seconds_per_action": 0.05,
+            "env_steps_per_second": 1000.0,
+        },
+    }
+    cfg = override(DEBUG, task=TASK)
+    note = budget_note(cfg, "cpu", summary)
+    assert note is not None
+    # 4750 updates × 0.2 s + (95 + 10 + 10) episodes × (125 × 0.05 s + 1 s) = 1784 s ≈ 30 min
+    assert "4,750 updates, 95 train, 10 test and 10 eval episodes, about 30 min" in note
+    assert f"planet train --task {TASK} --preset cpu --seed 0" in note
+    assert "PlaNet 297, Dreamer 326" in note
+    assert budget_note(cfg, "debug", summary) is None  # no budget in that preset
+    assert budget_note(cfg, "cpu", summary | {"env_steps": 100_000}) is None  # reached it
+
+
+def test_random_policy_row_and_command():
+    row = random_policy_row("test-reach", episodes=3)
+    assert row["episodes"] == 3 and row["machine"]
+    assert row == random_policy_row("test-reach", episodes=3) | {"machine": row["machine"]}
+    assert reproduce_command(override(DEBUG, seed=3)) == (
+        "planet train --task cartpole-balance --preset debug --seed 3"
+    )
+    assert published("cup-catch", 100_000) == [
+        ("PlaNet", 100_000, 0.0),
+        ("Dreamer", 100_000, 246.0),
+    ]
