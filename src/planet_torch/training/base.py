@@ -253,6 +253,10 @@ class BaseTrainer(abc.ABC):
         """Seconds per action before any episode was played in this process (cost line)."""
         return 0.0
 
+    def _machine_notes(self) -> dict[str, str]:
+        """What machines.json notes beside the machine (PlaNet: the encoder/decoder precision)."""
+        return {}
+
     def _test_extras(self) -> dict[str, float]:
         """Scalars a test phase logs beside the return (PlaNet: the test-batch losses)."""
         return {}
@@ -318,7 +322,7 @@ class BaseTrainer(abc.ABC):
         """Run (or continue) the schedule; returns a summary. Ctrl-C checkpoints and returns."""
         with stop_on_signals(self):
             try:
-                self.run.record_machine(self.counters.updates)
+                self.run.record_machine(self.counters.updates, **self._machine_notes())
                 self._seed_episodes()
                 self._start_progress()
                 self._schedule()

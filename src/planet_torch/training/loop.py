@@ -67,6 +67,9 @@ class Trainer(BaseTrainer):
             if self.model.compute_dtype != measured:
                 print(f"encoder/decoder in {started}, as when this run started", flush=True)
 
+    def _machine_notes(self) -> dict[str, str]:
+        return {"compute_dtype": str(self.model.resolve_compute_dtype()).removeprefix("torch.")}
+
     @property
     def train_noise(self) -> float:
         return self.cfg.planner.train_noise

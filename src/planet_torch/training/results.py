@@ -50,9 +50,11 @@ RUN_FIELDS = (
     "eval_minutes",
     "load",
     "machine",
+    "precision",
     "command",
 )
-"""Columns of the runs CSV. ``load``: mean 1-minute load average over the run's test phases
+"""Columns of the runs CSV. ``precision``: the encoder/decoder's (``model.compute_dtype auto``
+decides it per machine). ``load``: mean 1-minute load average over the run's test phases
 (≈ the run's own threads on a quiet machine; more = it shared the CPU, its minutes are slower
 than this machine can do)."""
 CURVE_FIELDS = ("task", "variant", "seed", "env_steps", "updates", "wall_minutes", "test_return")
@@ -117,6 +119,7 @@ def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "eval_minutes": round(scores.get("wall_seconds", math.nan) / 60, 1),
         "load": round(float(np.mean(loads)), 2) if loads else "",
         "machine": " + ".join(machines),
+        "precision": " + ".join(sorted({m.get("compute_dtype", "") for m in run.machines()})),
         "command": reproduce_command(cfg),
     }
     curve = [

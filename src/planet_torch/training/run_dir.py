@@ -99,11 +99,11 @@ class RunDir:
         entries: list[dict[str, Any]] = json.loads(self.machines_path.read_text())
         return entries
 
-    def record_machine(self, from_updates: int) -> None:
-        """Note the machine of a (re)started training process; a resume at the same update
-        replaces the note of the process it continues."""
+    def record_machine(self, from_updates: int, **notes: Any) -> None:
+        """Note the machine of a (re)started training process (and ``notes``, e.g. the precision
+        it trains in); a resume at the same update replaces the note of the process it continues."""
         entries = [e for e in self.machines() if e["from_updates"] < from_updates]
-        entries.append({"from_updates": from_updates, "machine": machine_info()})
+        entries.append({"from_updates": from_updates, "machine": machine_info(), **notes})
         atomic_write_text(self.machines_path, json.dumps(entries, indent=1) + "\n")
 
     def exists(self) -> bool:
