@@ -330,3 +330,10 @@ def test_car_racing_frame_with_dummy_sdl_set_by_us() -> None:
     assert (video, audio, actions, states) == ("dummy", "dummy", "3", "0")
     assert "(64, 64, 3) uint8" in result.stdout
     assert int(rest[4]) > 10, result.stdout  # not a blank frame
+
+
+def test_cheetah_loads_without_mujoco_deprecation_noise(caplog):
+    """MuJoCo 3.x logs 'settotalmass is deprecated' through absl at every cheetah load."""
+    env = make_env(Config(task="cheetah-run"), seed=0)
+    env.close()
+    assert not [r for r in caplog.records if "deprecated" in r.getMessage()]

@@ -9,6 +9,7 @@ here with shadows, and two EGL users in one process print EGL_BAD_DISPLAY at exi
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,12 @@ from planet_torch.config import TaskSpec
 from planet_torch.envs.base import Env, Observation
 from planet_torch.envs.headless import PixelRenderer, configure_headless, gl_errors
 from planet_torch.errors import UserError
+
+
+def _quiet_mujoco_deprecations(record: logging.LogRecord) -> bool:
+    """MuJoCo 3.x warns through absl on every load of cheetah's XML (``settotalmass`` is
+    deprecated); the model is dm_control's own and compiles as intended: drop that one line."""
+    return "is deprecated and will be removed" not in record.getMessage()
 
 
 class DmcEnv(Env):
@@ -36,6 +43,9 @@ class DmcEnv(Env):
         configure_headless()
         with gl_errors("importing dm_control"):
             from dm_control import suite
+        absl_logger = logging.getLogger("absl")
+        if _quiet_mujoco_deprecations not in absl_logger.filters:
+            absl_logger.addFilter(_quiet_mujoco_deprecations)
         domain, task = spec.env_id.split("/")
         # No dm_control time limit: ours (max_policy_steps) is the only one, so dm_control never
         # ends an episode early or auto-resets, and a last() time step means a real termination.
