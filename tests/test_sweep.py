@@ -57,6 +57,11 @@ def _sweep(sweep: Path, seeds: str) -> tuple[int, str, dict]:
         "2",
         "--retries",
         "1",
+        # an env-step budget: 2 seed episodes + 3 planned of 80 env steps, 9 updates, scored
+        "--schedule.max-env-steps",
+        "400",
+        "--schedule.total-updates",
+        "1000",
         cwd=sweep.parent,
     )
     assert "Traceback" not in result.stdout + result.stderr, result.stderr[-3000:]
@@ -79,14 +84,18 @@ def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path
     rows = {r["trial"]: r for r in summary["trials"]}
     assert set(rows) == {"cartpole-balance-rssm-seed0", "cartpole-balance-rssm-seed1"}
     for name, row in rows.items():
-        assert row["status"] == "done" and row["updates"] == DEBUG.schedule.total_updates
+        assert row["status"] == "done" and (row["updates"], row["env_steps"]) == (9, 400)
+        scores = json.loads((sweep / "trials" / name / "scores.json").read_text())
+        assert row["score"] == scores["mean"] and scores["episodes"] == 2
         run = RunDir(sweep / "trials" / name)
         assert run.load_config().seed == int(name[-1])
         assert len(list(run.train_episodes.glob("*.npz"))) > DEBUG.schedule.seed_episodes
         assert (run.checkpoints / "latest.pt").exists()
         assert "summary:" in (sweep / "logs" / f"{name}.log").read_text()
     assert (sweep / "summary.png").stat().st_size > 5000
-    assert "| cartpole-balance | rssm | 2 |" in (sweep / "summary.md").read_text()
+    table = (sweep / "summary.md").read_text()
+    mean = sum(r["score"] for r in rows.values()) / 2
+    assert f"| cartpole-balance | rssm | 2 | {mean:.1f} ± " in table
     assert list((sweep / "ray").glob("session_*/logs")), "Ray's files belong in the sweep folder"
     assert oct((sweep / "ray" / "auth_token").stat().st_mode)[-3:] == "600"
     checkpoint = sweep / "trials" / "cartpole-balance-rssm-seed0" / "checkpoints" / "latest.pt"
