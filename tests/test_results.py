@@ -103,8 +103,8 @@ def test_results_csvs_table_and_grid(runs, tmp_path):
 def test_table_lists_every_task_with_published_rows():
     runs = [
         {"task": "walker-walk", "variant": "planet", "seed": s, "score": v, "updates": 4750}
-        | {"train_minutes": 60, "eval_minutes": 2}
-        for s, v in ((0, 200.0), (1, 300.0))
+        | {"train_minutes": minutes, "eval_minutes": 2, "quiet": quiet}
+        for s, v, minutes, quiet in ((0, 200.0, 60, "yes"), (1, 300.0, 90, "no"))
     ]
     table = results_table(runs, [{"task": "walker-walk", "score": 41.0}])
     lines = table.splitlines()
@@ -113,6 +113,8 @@ def test_table_lists_every_task_with_published_rows():
     # mean ± sample std (n - 1) of 200 and 300
     assert walker == "| walker-walk | 250 ± 71 | 2 | 41 | 224 | 277 | 62-62 | 4750 |"
     assert "| cup-catch | not run yet | 0 |  | 0 | 246 |" in table
+    shared = results_table([r | {"quiet": "no"} for r in runs], [])
+    assert "| walker-walk | 250 ± 71 | 2 |  | 224 | 277 | shared CPU | 4750 |" in shared
 
 
 def test_demo_figure_draws_random_level_and_reference(runs):
