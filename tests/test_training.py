@@ -338,3 +338,10 @@ def test_auto_precision_keeps_its_first_choice_on_resume(tmp_path, monkeypatch, 
     assert "encoder/decoder in bfloat16, as when this run started" in capsys.readouterr().out
     fresh = Trainer(cfg, tmp_path / "other", progress=False)  # a new run measures afresh
     assert fresh.model.compute_dtype == torch.float32
+
+
+def test_plan_counts_test_phases_exactly():
+    every = override(DEBUG, schedule={"test_every_updates": 6, "test_episodes": 2})
+    for total, phases in ((12, 2), (13, 3), (0, 1), (5, 1)):
+        cfg = override(every, schedule={"total_updates": total})
+        assert Trainer.plan(cfg).test_episodes == 2 * phases, total

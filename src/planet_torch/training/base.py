@@ -298,7 +298,8 @@ class BaseTrainer(abc.ABC):
         return Plan(
             updates=updates,
             train_episodes=cls._episodes_after_updates(cfg, updates),
-            test_episodes=(updates // s.test_every_updates + 1) * s.test_episodes,
+            # every test_every_updates, and at the end unless one fell there
+            test_episodes=max(1, math.ceil(updates / s.test_every_updates)) * s.test_episodes,
             eval_episodes=s.final_eval_episodes,
         )
 
