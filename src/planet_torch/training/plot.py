@@ -105,6 +105,7 @@ def draw_curves(
     metric: str = "test/return",
     reference: str = "dmc100k",
     random_levels: dict[str, float] | None = None,
+    random_label: str = "random policy",
     scores: list[Score] | None = None,
     title: str | None = None,
 ) -> Path:
@@ -129,7 +130,7 @@ def draw_curves(
             _draw_scores(ax, task, variant, scores or [], color)
         if random_levels and task in random_levels:
             level = random_levels[task]
-            ax.axhline(level, color="0.5", linestyle=":", label=f"random policy ({level:.0f})")
+            ax.axhline(level, color="0.5", linestyle=":", label=f"{random_label} ({level:.0f})")
         _draw_reference(ax, task, reference, last_step)
         ax.set_title(task)
         ax.set_xlabel("env steps")
@@ -238,5 +239,6 @@ def plot_runs(
         metric=metric,
         reference=reference,
         random_levels=random_levels_from_runs(run_dirs) if metric == "test/return" else None,
+        random_label="random policy: seed episodes",
         scores=scores_from_runs(run_dirs) if metric == "test/return" else None,
     )

@@ -283,6 +283,7 @@ def results_figure(
         output,
         reference="dmc100k",
         random_levels=levels,
+        random_label="random policy, 10 episodes",
         scores=scores,
         title=f"DMC-100k, planet-torch cpu preset (published points: {SOURCE})",
     )
