@@ -39,6 +39,28 @@ def test_bad_preset_and_bad_field_value(tmp_path):
     assert_one_line_error(planet("collect", "--planner.top-k", "0"), "top-k")
 
 
+def test_collect_episode_counts_below_one_are_one_line_errors(tmp_path):
+    for flags in (("--episodes", "-3"), ("--episodes", "0"), ("--test-episodes", "-1")):
+        result = planet("collect", *flags, "--run-dir", str(tmp_path / "r"))
+        assert_one_line_error(result, "--episodes must be >= 1")
+
+
+def test_results_and_random_policy_bad_input(tmp_path):
+    empty = planet("results", "--csv", str(tmp_path / "none.csv"), "--docs")
+    assert_one_line_error(empty, "holds no runs yet")
+    unscored = planet("results", str(tmp_path), "--csv", str(tmp_path / "r.csv"))
+    assert_one_line_error(unscored, "not a run folder")
+    from planet_torch.config import DEBUG
+    from planet_torch.training.run_dir import RunDir
+
+    RunDir(tmp_path / "run").prepare(DEBUG)
+    unfinished = planet("results", str(tmp_path / "run"), "--csv", str(tmp_path / "r.csv"))
+    assert_one_line_error(unfinished, "no scores.json", "planet eval")
+    assert_one_line_error(planet("random-policy", "--tasks", "cheetah-runn"), "unknown task")
+    assert_one_line_error(planet("random-policy", "--episodes", "0"), "--episodes")
+    assert_one_line_error(planet("plot", str(tmp_path), "--reference", "x"), "reference")
+
+
 def test_unwritable_run_folder(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -56,6 +56,10 @@ class Collect:
         from planet_torch.training.video import write_video
 
         cfg = self.config.validate()
+        if (self.episodes is not None and self.episodes < 1) or (
+            self.test_episodes is not None and self.test_episodes < 0
+        ):
+            raise UserError("--episodes must be >= 1 and --test-episodes >= 0")
         run = RunDir(self.run_dir or default_run_dir(cfg, self.preset)).prepare(cfg)
         n_train = cfg.schedule.seed_episodes if self.episodes is None else self.episodes
         n_test = (

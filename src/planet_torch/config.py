@@ -2,7 +2,8 @@
 
 Units are part of the names, because PlaNet ports keep confusing them:
 
-* ``env_steps``   -- simulator steps, *before* action repeat (dm_control episodes are 1000).
+* ``env_steps``   -- simulator steps: a policy step counts ``action_repeat`` of them (a
+  dm_control episode is 1000 env steps); the papers' x-axis and budgets count these.
 * ``policy_steps`` -- decisions of the agent; one policy step = ``action_repeat`` env steps.
 * ``updates``     -- gradient updates (one batch of ``batch_size`` chunks each).
 * ``sequences``   -- training chunks; the original's trainer counts these: its
@@ -255,8 +256,8 @@ class ScheduleConfig:
     max_hours: float | None = None
     """Stop (with a checkpoint) after this much wall-clock time; None = no limit."""
     max_env_steps: int | None = None
-    """Env-step budget: stop once train_episodes/ hold this many env steps (after action repeat,
-    seed episodes included, as the papers count them: DMC-100k = 100 000), with a test phase at
+    """Env-step budget: stop once train_episodes/ hold this many env steps (simulator steps,
+    each policy step counted as action_repeat; seed episodes included, as the papers count them: DMC-100k = 100 000), with a test phase at
     the budget. None = no budget. A run ends at whichever limit it reaches first."""
     final_eval_episodes: int = 10
     """Noise-free episodes the final model plays when a run reaches its end (``planet eval``,

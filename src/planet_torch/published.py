@@ -1,4 +1,5 @@
-"""Published scores to compare with, at a budget of environment steps (after action repeat).
+"""Published scores to compare with, at a budget of env steps (simulator
+steps: a policy step counts action_repeat of them).
 
 The DMC-100k / DMC-500k rows are Table 1 of Laskin et al. 2020, "CURL: Contrastive Unsupervised
 Representations for Reinforcement Learning" (means over seeds; the PlaNet and Dreamer rows there

@@ -3,7 +3,7 @@
 A run lives in one run folder and owes its user four guarantees, implemented once here:
 
 * **Counted in units.** ``updates`` (gradient updates), ``env_steps`` (simulator steps in the
-  visible train_episodes/, after action repeat: the x-axis of the paper's curves).
+  visible train_episodes/, a policy step counting action_repeat: the x-axis of the paper's curves).
 * **Exact resume.** Every random draw is seeded from counters (the batch of update u from
   (seed, stream, u); episode i of a split from (seed, split, i)), and what is due next is derived
   from the counters. After a kill -9, ``--resume`` restores the last checkpoint; an episode that

@@ -13,7 +13,7 @@
 
 Updates are owed per policy step collected (rounded on the running total, so a fractional rate
 never drifts) and paid after the episode is saved; the paper's x-axis ``env_steps`` counts the
-simulator steps in train_episodes/ (after action repeat), as for PlaNet.
+simulator steps in train_episodes/ (a policy step counts action_repeat), as for PlaNet.
 
 Exact resume, clean stops, the cost line and the run folder are shared with PlaNet (base.py); a
 checkpoint is also written at every episode boundary.
