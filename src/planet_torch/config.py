@@ -519,8 +519,8 @@ CPU = override(
         # collection keeps sampled futures (mean there learnt no faster: BENCHMARKS.md).
         "test_imagination": "mean",
         # float32: bf16 rollouts planned measurably worse with this small model (BENCHMARKS.md),
-        # and at one env's 100 candidates they are hardly faster (53 vs 56 ms per decision on
-        # a Zen 4, session 7): the matrices are too small for bf16 to pay
+        # and at one env's 100 candidates they were hardly faster (53-55 vs 56-70 ms per
+        # decision, 1 thread of a Zen 4 shared with two runs; session 7): small matrices
         "compute_dtype": "float32",
     },
     schedule={
