@@ -113,6 +113,8 @@ def test_table_lists_every_task_with_published_rows():
     # mean ± sample std (n - 1) of 200 and 300
     assert walker == "| walker-walk | 250 ± 71 | 2 | 41 | 224 | 277 | 62-62 | 4750 |"
     assert "| cup-catch | not run yet | 0 |  | 0 | 246 |" in table
+    single = results_table(runs[:1], [])
+    assert "| walker-walk | 200 | 1 |" in single  # one seed: no spread to show
     shared = results_table([r | {"quiet": "no"} for r in runs], [])
     assert "| walker-walk | 250 ± 71 | 2 |  | 224 | 277 | shared CPU | 4750 |" in shared
 

@@ -108,8 +108,10 @@ def draw_curves(
     random_label: str = "random policy",
     scores: list[Score] | None = None,
     title: str | None = None,
+    tasks: list[str] | None = None,
 ) -> Path:
-    """One panel per task (three per row): per variant the mean over seeds, band = min..max."""
+    """One panel per task (three per row): per variant the mean over seeds, band = min..max.
+    ``tasks``: these panels in this order, "not run yet" where a task has no curve."""
     if reference not in REFERENCES:
         raise UserError(f"--reference {reference!r}: choose from {', '.join(REFERENCES)}")
     by_task: dict[str, dict[str, list[Curve]]] = defaultdict(lambda: defaultdict(list))
@@ -117,14 +119,19 @@ def draw_curves(
         by_task[curve.task][curve.variant].append(curve)
     if not by_task:
         raise UserError(f"no '{metric}' values to plot; train first")
-    tasks = task_order(set(by_task))
+    tasks = tasks or task_order(set(by_task))
     columns = min(3, len(tasks))
     rows = math.ceil(len(tasks) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
     for ax in axes.flat[len(tasks) :]:
         ax.set_visible(False)
     for ax, task in zip(axes.flat, tasks, strict=False):
-        last_step = max(float(c.env_steps[-1]) for v in by_task[task].values() for c in v)
+        last_step = max(
+            (float(c.env_steps[-1]) for v in by_task[task].values() for c in v), default=0.0
+        )
+        if not by_task[task]:
+            ax.text(0.5, 0.5, "not run yet", ha="center", transform=ax.transAxes, color="0.4")
+            ax.set_xlim(0, 105_000)
         for variant, runs in sorted(by_task[task].items()):
             color = _draw_variant(ax, variant, runs)
             _draw_scores(ax, task, variant, scores or [], color)

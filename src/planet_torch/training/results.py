@@ -214,8 +214,10 @@ def upsert(
 
 
 def _mean_std(values: list[float]) -> str:
-    spread = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-    return f"{np.mean(values):.0f} ± {spread:.0f}"
+    """``mean ± sample std``; one value alone has no spread over seeds."""
+    if len(values) == 1:
+        return f"{values[0]:.0f}"
+    return f"{np.mean(values):.0f} ± {np.std(values, ddof=1):.0f}"
 
 
 def results_table(
@@ -286,6 +288,7 @@ def results_figure(
         random_label="random policy, 10 episodes",
         scores=scores,
         title=f"DMC-100k, planet-torch cpu preset (published points: {SOURCE})",
+        tasks=[*DMC_TASKS, *sorted({c.task for c in curves} - set(DMC_TASKS))],
     )
 
 
