@@ -116,16 +116,19 @@ def test_debug_run_writes_everything(reference):
     assert all({"env_steps", "updates", "wall_seconds"} <= r.keys() for r in raw)
 
 
-def test_kill_9_then_resume_continues_exactly(reference, tmp_path):
-    run = tmp_path / "killed"
-    process = start(*TRAIN, "--run-dir", str(run))
-    # Die after the checkpoint at 12 updates, once the episode of update 15 is on disk.
-    died_early = not wait_for(
-        lambda: (run / "train_episodes" / "000006-len10.npz").exists(), process
-    )
+def kill_once_written(args: list[str], run: Path, episode: str) -> None:
+    """Start ``planet train`` into ``run``; kill -9 it once train_episodes/``episode`` exists."""
+    process = start(*args, "--run-dir", str(run))
+    died_early = not wait_for(lambda: (run / "train_episodes" / episode).exists(), process)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not died_early, process.stderr.read() if process.stderr else ""
+
+
+def test_kill_9_then_resume_continues_exactly(reference, tmp_path):
+    run = tmp_path / "killed"
+    # Die after the checkpoint at 12 updates, once the episode of update 15 is on disk.
+    kill_once_written(TRAIN, run, "000006-len10.npz")
     resumed = planet("train", "--resume", "--run-dir", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(reference, run)
@@ -185,13 +188,7 @@ def test_env_step_budget_ends_with_a_test_phase_and_a_score(budget_run):
 
 def test_env_step_budget_run_killed_then_resumed_reaches_the_same_end(budget_run, tmp_path):
     run = tmp_path / "killed"
-    process = start(*BUDGET, "--run-dir", str(run))
-    died_early = not wait_for(
-        lambda: (run / "train_episodes" / "000004-len10.npz").exists(), process
-    )
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not died_early, process.stderr.read() if process.stderr else ""
+    kill_once_written(BUDGET, run, "000004-len10.npz")
     assert not (run / "scores.json").exists()
     resumed = planet("train", "--resume", "--run-dir", str(run))
     assert resumed.returncode == 0, resumed.stderr

@@ -31,27 +31,15 @@ class Published:
     scores: dict[str, float]
 
 
-PUBLISHED: tuple[Published, ...] = (
-    Published(
-        "PlaNet",
-        100_000,
-        dict(zip(DMC_TASKS, (136.0, 297.0, 20.0, 138.0, 224.0, 0.0), strict=True)),
-    ),
-    Published(
-        "Dreamer",
-        100_000,
-        dict(zip(DMC_TASKS, (341.0, 326.0, 314.0, 235.0, 277.0, 246.0), strict=True)),
-    ),
-    Published(
-        "PlaNet",
-        500_000,
-        dict(zip(DMC_TASKS, (561.0, 475.0, 210.0, 305.0, 351.0, 460.0), strict=True)),
-    ),
-    Published(
-        "Dreamer",
-        500_000,
-        dict(zip(DMC_TASKS, (796.0, 762.0, 793.0, 570.0, 897.0, 879.0), strict=True)),
-    ),
+_ROWS = (  # method, env steps, scores in DMC_TASKS order
+    ("PlaNet", 100_000, (136.0, 297.0, 20.0, 138.0, 224.0, 0.0)),
+    ("Dreamer", 100_000, (341.0, 326.0, 314.0, 235.0, 277.0, 246.0)),
+    ("PlaNet", 500_000, (561.0, 475.0, 210.0, 305.0, 351.0, 460.0)),
+    ("Dreamer", 500_000, (796.0, 762.0, 793.0, 570.0, 897.0, 879.0)),
+)
+PUBLISHED: tuple[Published, ...] = tuple(
+    Published(method, steps, dict(zip(DMC_TASKS, scores, strict=True)))
+    for method, steps, scores in _ROWS
 )
 
 
