@@ -14,6 +14,7 @@ from planet_torch.published import published
 from planet_torch.training.plot import plot_runs
 from planet_torch.training.results import (
     RUN_FIELDS,
+    quiet_run,
     random_policy_row,
     reproduce_command,
     results_table,
@@ -157,3 +158,13 @@ def test_random_policy_row_and_command():
         ("PlaNet", 100_000, 0.0),
         ("Dreamer", 100_000, 246.0),
     ]
+
+
+def test_quiet_means_all_cpus_and_no_other_load():
+    two = {"logical_cpus": 2, "affinity_cpus": 2, "torch_threads": 2}
+    one = two | {"torch_threads": 1}
+    assert quiet_run([2.1, 2.3], [two]) == "yes"
+    assert quiet_run([3.4, 3.0], [two]) == "no"  # another process shared the CPU
+    assert quiet_run([2.0, 2.1], [one]) == "no"  # 1 thread beside another 1-thread run
+    assert quiet_run([2.0], [two, one]) == "no"  # resumed with fewer threads
+    assert quiet_run([], [two]) == ""

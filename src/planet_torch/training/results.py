@@ -57,8 +57,8 @@ RUN_FIELDS = (
 """Columns of the runs CSV. ``precision``: the encoder/decoder's (``model.compute_dtype auto``
 decides it per machine). ``load``: mean 1-minute load average over the run's test phases
 (≈ the run's own threads on a quiet machine; more = it shared the CPU, its minutes are slower
-than this machine can do). ``quiet``: ``yes`` where that load stayed within the machine's CPUs
-(+ 0.5): only such runs' minutes say how fast the machine is."""
+than this machine can do). ``quiet``: see :func:`quiet_run`; only such runs' minutes say how
+fast the machine is."""
 CURVE_FIELDS = ("task", "variant", "seed", "env_steps", "updates", "wall_minutes", "test_return")
 RANDOM_FIELDS = ("task", "episodes", "score", "score_std", "machine")
 RUN_KEY = ("task", "variant", "seed")
@@ -94,6 +94,16 @@ def _flag_value(value: Any) -> str:
     return "None" if value is None else str(value)
 
 
+def quiet_run(loads: list[float], machines: list[dict[str, Any]]) -> str:
+    """``yes`` when the run had its machine to itself: every process used all the CPUs (torch
+    threads) and the mean load stayed within them (+ 0.5); ``no`` otherwise, "" if unknown."""
+    if not loads or not machines:
+        return ""
+    cpus = [m.get("affinity_cpus") or m["logical_cpus"] for m in machines]
+    all_threads = all(m["torch_threads"] >= c for m, c in zip(machines, cpus, strict=True))
+    return "yes" if all_threads and np.mean(loads) <= min(cpus) + 0.5 else "no"
+
+
 def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the run's CSV row, its curve rows). The run must be scored (scores.json)."""
     run = RunDir(run_dir)
@@ -109,11 +119,7 @@ def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     tests = [r for r in records if "test/return" in r]
     loads = [r["machine/load_1min"] for r in tests if "machine/load_1min" in r]
     machines = sorted({machine_label(m["machine"]) for m in run.machines()}) or ["?"]
-    cpus = min(
-        (m["machine"].get("affinity_cpus") or m["machine"]["logical_cpus"] for m in run.machines()),
-        default=None,
-    )
-    quiet = "" if not loads or cpus is None else ("yes" if np.mean(loads) <= cpus + 0.5 else "no")
+    quiet = quiet_run(loads, [m["machine"] for m in run.machines()])
     key = {"task": cfg.task, "variant": cfg.variant, "seed": cfg.seed}
     row = {
         **key,
