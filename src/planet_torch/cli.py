@@ -236,16 +236,16 @@ class Results:
             R.upsert(self.csv, R.RUN_FIELDS, [row], R.RUN_KEY)
             R.upsert(self.curves, R.CURVE_FIELDS, curve, R.RUN_KEY)
             print(f"{row['task']} seed {row['seed']}: score {row['score']} -> {self.csv}")
-        runs, curves = R.read_csv(self.csv), R.read_csv(self.curves)
+        runs, curves, random = (R.read_csv(p) for p in (self.csv, self.curves, self.random))
         if not runs:
             raise UserError(f"{self.csv} holds no runs yet; pass scored run folders to add")
-        table = R.results_table(runs, R.read_csv(self.random))
+        table = R.results_table(runs, random)
         print(table, end="")
         for doc in self.docs:
             if doc.exists() and R.update_docs(doc, table):
                 print(f"table updated in {doc}")
         if curves:
-            print(f"figure: {R.results_figure(curves, runs, R.read_csv(self.random), self.figure)}")
+            print(f"figure: {R.results_figure(curves, runs, random, self.figure)}")
         return 0
 
 

@@ -52,7 +52,11 @@ def published(task: str, max_env_steps: float | None = None) -> list[tuple[str, 
     ]
 
 
+def task_rank(task: str) -> tuple[int, str]:
+    """Sort key: the six DMC tasks in the tables' order first, then the others alphabetically."""
+    return (DMC_TASKS.index(task), "") if task in DMC_TASKS else (len(DMC_TASKS), task)
+
+
 def task_order(tasks: set[str] | list[str]) -> list[str]:
-    """The six DMC tasks in the tables' order first, then the others alphabetically."""
-    known = [t for t in DMC_TASKS if t in tasks]
-    return known + sorted(t for t in tasks if t not in DMC_TASKS)
+    """``tasks`` (without repeats) in :func:`task_rank` order."""
+    return sorted(set(tasks), key=task_rank)

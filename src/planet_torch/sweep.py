@@ -432,11 +432,12 @@ def _group_means(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int,
     for r in rows:
         if r["last3_return"] is not None:
             groups.setdefault((r["task"], r["variant"]), []).append(r)
+    from planet_torch.training.results import mean_std
+
     means = {}
     for key, members in groups.items():
         scores = [r["score"] for r in members if r["score"] is not None]
-        spread = np.std(scores, ddof=1) if len(scores) > 1 else 0.0
-        score = f"{np.mean(scores):.1f} ± {spread:.1f}" if scores else ""
+        score = mean_std(scores, digits=1) if scores else ""
         last3 = float(np.mean([r["last3_return"] for r in members]))
         means[key] = (len(members), score, last3)
     return means

@@ -152,6 +152,6 @@ def evaluate(
     if video is not None and first is not None:
         name = f"eval-{counters['updates']:07d}.{video}"
         scores["video"] = str(write_video(run.videos / name, first, fps=10))
-    atomic_write_text(run.path / "scores.json", json.dumps(scores, indent=2) + "\n")
-    scores["scores_path"] = str(run.path / "scores.json")
+    atomic_write_text(run.scores_path, json.dumps(scores, indent=2) + "\n")
+    scores["scores_path"] = str(run.scores_path)
     return scores

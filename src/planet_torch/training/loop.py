@@ -12,7 +12,8 @@
 
 Units: the original counts *sequences* (its 50 000 train steps = 1000 updates of 50 chunks).
 Here every counter says what it counts: ``updates``, ``env_steps`` (simulator steps in
-train_episodes/, a policy step counting action_repeat; the x-axis of the paper's curves), ``policy_steps``.
+train_episodes/, a policy step counting action_repeat; the x-axis of the paper's curves),
+``policy_steps``.
 
 Exact resume, clean stops, the cost line and the run folder are shared with DDPG: base.py.
 """

@@ -8,7 +8,6 @@ and published scores at an env-step budget (``reference="dmc100k"``, published.p
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -74,14 +73,13 @@ def scores_from_runs(run_dirs: list[Path]) -> list[Score]:
     """The scores.json of every run that has one (``planet eval``, or the end of a run)."""
     scores = []
     for run_dir in run_dirs:
-        path = Path(run_dir) / "scores.json"
-        if path.exists():
-            cfg = RunDir(run_dir).load_config()
-            data = json.loads(path.read_text())
-            if "env_steps" in data:
-                scores.append(
-                    Score(cfg.task, cfg.variant, cfg.seed, int(data["env_steps"]), data["mean"])
-                )
+        run = RunDir(run_dir)
+        data = run.scores()
+        if data is not None and "env_steps" in data:  # older scores.json lack env steps
+            cfg = run.load_config()
+            scores.append(
+                Score(cfg.task, cfg.variant, cfg.seed, int(data["env_steps"]), data["mean"])
+            )
     return scores
 
 

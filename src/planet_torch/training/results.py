@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import re
 from pathlib import Path
@@ -31,7 +30,7 @@ from planet_torch.envs import make_env
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
 from planet_torch.machine import machine_info, machine_label
-from planet_torch.published import DMC_TASKS, SOURCE, published
+from planet_torch.published import DMC_TASKS, SOURCE, published, task_order, task_rank
 from planet_torch.training.collect import episode_seed, run_episode
 from planet_torch.training.logging import read_metrics
 from planet_torch.training.plot import Curve, Score, draw_curves
@@ -108,13 +107,12 @@ def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the run's CSV row, its curve rows). The run must be scored (scores.json)."""
     run = RunDir(run_dir)
     cfg = run.load_config()
-    scores_path = run.path / "scores.json"
-    if not scores_path.exists():
+    scores = run.scores()
+    if scores is None:
         raise UserError(
             f"{run.path} has no scores.json: finish the run (planet train --resume) or score "
             f"it (planet eval --run-dir {run.path} --episodes 10)"
         )
-    scores = json.loads(scores_path.read_text())
     records = read_metrics(run.metrics_path)
     tests = [r for r in records if "test/return" in r]
     loads = [r["machine/load_1min"] for r in tests if "machine/load_1min" in r]
@@ -195,11 +193,14 @@ def write_csv(path: Path, fields: tuple[str, ...], rows: list[dict[str, Any]]) -
     atomic_write_text(Path(path), buffer.getvalue())
 
 
-def _row_order(row: dict[str, Any]) -> tuple[int, str, str, int, float]:
-    task = str(row["task"])
-    rank = DMC_TASKS.index(task) if task in DMC_TASKS else len(DMC_TASKS)
+def _row_order(row: dict[str, Any]) -> tuple[tuple[int, str], str, int, float]:
     step = float(row["env_steps"] or 0) if "test_return" in row else 0.0
-    return (rank, task, str(row.get("variant", "")), int(row.get("seed") or 0), step)
+    return (
+        task_rank(str(row["task"])),
+        str(row.get("variant", "")),
+        int(row.get("seed") or 0),
+        step,
+    )
 
 
 def upsert(
@@ -219,11 +220,11 @@ def upsert(
 # ---- table and figure from the CSVs ---------------------------------------------------------------
 
 
-def _mean_std(values: list[float]) -> str:
-    """``mean ± sample std``; one value alone has no spread over seeds."""
+def mean_std(values: list[float], digits: int = 0) -> str:
+    """``mean ± sample std (n - 1)`` over seeds; one value alone has no spread to show."""
     if len(values) == 1:
-        return f"{values[0]:.0f}"
-    return f"{np.mean(values):.0f} ± {np.std(values, ddof=1):.0f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def results_table(
@@ -241,7 +242,7 @@ def results_table(
     for task in DMC_TASKS:
         mine = [r for r in runs if r["task"] == task and r["variant"] == variant]
         refs = {m: v for m, steps, v in published(task, 100_000)}
-        score = _mean_std([float(r["score"]) for r in mine]) if mine else "not run yet"
+        score = mean_std([float(r["score"]) for r in mine]) if mine else "not run yet"
         # Wall-clock only from runs that had the machine to themselves.
         minutes = [
             float(r["train_minutes"]) + float(r["eval_minutes"])
@@ -294,7 +295,7 @@ def results_figure(
         random_label="random policy, 10 episodes",
         scores=scores,
         title=f"DMC-100k, planet-torch cpu preset (published points: {SOURCE})",
-        tasks=[*DMC_TASKS, *sorted({c.task for c in curves} - set(DMC_TASKS))],
+        tasks=task_order({*DMC_TASKS, *(c.task for c in curves)}),  # all six, run or not
     )
 
 

@@ -89,6 +89,17 @@ class RunDir:
         return self.path / "metrics.jsonl"
 
     @property
+    def scores_path(self) -> Path:
+        return self.path / "scores.json"
+
+    def scores(self) -> dict[str, Any] | None:
+        """scores.json (``planet eval``, the end of a run), or None before the run is scored."""
+        if not self.scores_path.exists():
+            return None
+        scores: dict[str, Any] = json.loads(self.scores_path.read_text())
+        return scores
+
+    @property
     def machines_path(self) -> Path:
         return self.path / "machines.json"
 

@@ -11,7 +11,6 @@ A finished run whose scores.json already belongs to its last checkpoint is not p
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -33,17 +32,6 @@ def trainer_class(cfg: Config) -> type[BaseTrainer]:
     return Trainer
 
 
-def _scores_of(run_dir: Path, updates: int, episodes: int) -> dict[str, Any] | None:
-    """scores.json if it holds ``episodes`` episodes of the checkpoint at ``updates``."""
-    path = run_dir / "scores.json"
-    if not path.exists():
-        return None
-    scores: dict[str, Any] = json.loads(path.read_text())
-    if scores.get("updates") == updates and scores.get("episodes") == episodes:
-        return scores
-    return None
-
-
 def train_and_score(
     cfg: Config, run_dir: Path, *, resume: bool = False, progress: bool | None = None
 ) -> dict[str, Any]:
@@ -53,8 +41,11 @@ def train_and_score(
     summary = trainer.train()
     episodes = trainer.cfg.schedule.final_eval_episodes
     if summary["finished"] and episodes > 0:
-        scores = _scores_of(trainer.run.path, summary["updates"], episodes)
-        if scores is None:
+        scores = trainer.run.scores()
+        if scores is None or (scores.get("updates"), scores.get("episodes")) != (
+            summary["updates"],
+            episodes,
+        ):  # not yet scored, or scored at another checkpoint or episode count
             print(f"final eval: {episodes} noise-free episodes of the final model", flush=True)
             scores = evaluate(
                 trainer.run.path, episodes, "mp4", trainer.cfg.device, trainer.cfg.env.workers
