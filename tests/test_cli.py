@@ -132,7 +132,8 @@ def test_doctor_passes_here(tmp_path):
         assert f"[ok  ] {check}" in result.stdout, result.stdout
     assert "real 64×64 frames" in result.stdout
     assert "--model.compute-dtype auto trains in " in result.stdout
-    assert "bf16 convs measured" in result.stdout  # the reason, from the same chooser
+    assert "bf16 convs ran" in result.stdout  # the reason, from the same chooser
+    assert "measured now, kept in" in result.stdout and "delete the file" in result.stdout
 
 
 def test_out_of_memory_is_one_line_error(tmp_path):

@@ -309,12 +309,65 @@ def test_auto_compute_dtype_measures_once_on_first_use(monkeypatch: pytest.Monke
     assert model.compute_dtype == torch.bfloat16 and "1.50×" in model.compute_dtype_reason
     model.loss(blob_batch(), gen(1))
     assert calls == [(DEBUG.model.cnn_depth, model.feature_size)]  # once, with the model's sizes
+    # The next model on this machine reads the kept ratio, even where a new timing would now
+    # choose float32: the choice never wavers between runs.
     monkeypatch.setattr(precision, "conv_bf16_speedup", lambda *_: 1.1)
+    again = make(tiny(model={"compute_dtype": "auto"}))
+    assert (
+        again.resolve_compute_dtype() == torch.bfloat16 and "kept in" in again.compute_dtype_reason
+    )
+    precision.precision_file().unlink()  # deleting the file measures again
     assert make(tiny(model={"compute_dtype": "auto"})).resolve_compute_dtype() == torch.float32
     choice = precision.choose_model_dtype(torch.device("cuda"), 32, 230)
     assert choice[0] == torch.float32  # not measured off the CPU
-    explicit = make(tiny(model={"compute_dtype": "bfloat16"}))  # as configured, no measurement
-    assert explicit.resolve_compute_dtype() == torch.bfloat16 and len(calls) == 1
+    for dtype in ("bfloat16", "float32"):  # explicit: as configured, whatever is kept
+        explicit = make(tiny(model={"compute_dtype": dtype}))
+        assert explicit.resolve_compute_dtype() == getattr(torch, dtype) and len(calls) == 1
+
+
+def test_auto_precision_is_measured_once_per_machine_across_processes(tmp_path) -> None:
+    """Two processes on this machine: the first measures and keeps the ratio, the second reads it
+    (same ratio, same choice); another thread count is another machine setting, measured anew."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import torch; from planet_torch.models.precision import choose_model_dtype as c; "
+        "d, why = c(torch.device('cpu'), 2, 8); print(d, '|', why)"
+    )
+
+    def choose(threads: int) -> str:
+        env = {
+            **os.environ,
+            "PLANET_TORCH_CACHE_DIR": str(tmp_path),
+            "OMP_NUM_THREADS": str(threads),
+        }
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        return done.stdout.strip()
+
+    first, second = choose(1), choose(1)
+    assert "measured now, kept in" in first and "kept in" in second and "now" not in second
+    ratio = first.split("convs ran ")[1].split("×")[0]
+    assert second.startswith(first.split(" |")[0]) and f"ran {ratio}×" in second
+    kept = json.loads((tmp_path / "precision.json").read_text())
+    assert len(kept) == 1 and "1 threads" in next(iter(kept))
+    assert "measured now" in choose(2)  # 2 threads: its own entry
+    assert len(json.loads((tmp_path / "precision.json").read_text())) == 2
+
+
+def test_auto_precision_survives_an_unwritable_cache(tmp_path, monkeypatch) -> None:
+    from planet_torch.models import precision
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("PLANET_TORCH_CACHE_DIR", str(blocker / "cache"))  # under a plain file
+    monkeypatch.setattr(precision, "conv_bf16_speedup", lambda *_: 1.5)
+    dtype, why = precision.choose_model_dtype(torch.device("cpu"), 2, 8)
+    assert dtype == torch.bfloat16 and "not kept" in why
 
 
 def test_bf16_speedup_times_both_dtypes() -> None:
@@ -322,7 +375,7 @@ def test_bf16_speedup_times_both_dtypes() -> None:
 
     seen: list[torch.dtype] = []
     assert bf16_speedup(seen.append, repeats=2) > 0
-    assert seen == [torch.float32] * 3 + [torch.bfloat16] * 3
+    assert seen == [torch.float32, torch.bfloat16] * 3  # a warm-up, then interleaved rounds
     before = torch.get_rng_state()
     with torch.inference_mode():  # as when a model first runs while acting (planet eval)
         assert conv_bf16_speedup(2, 8, frames=2) > 0  # a real measurement on tiny nets

@@ -140,7 +140,11 @@ def check_precision() -> Result:
         torch.device("cpu"), m.cnn_depth, m.belief_size + m.state_size
     )
     pick = str(dtype).removeprefix("torch.")
-    return Result(True, f"--model.compute-dtype auto trains in {pick} here ({reason}, paper size)")
+    return Result(
+        True,
+        f"--model.compute-dtype auto trains in {pick} here ({reason}; paper size; every run on"
+        " this machine makes this choice: delete the file to measure again)",
+    )
 
 
 def _real_env_check(task: str, steps: int, what: str, fix: str) -> Result:

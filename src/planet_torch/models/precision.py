@@ -2,17 +2,31 @@
 
 Whether bf16 pays depends on the CPU, not on its flags alone: on Zen 4 (avx512_bf16, no AMX)
 bf16 matmuls ran 2.2× faster than fp32, on a Xeon with avx512_bf16 but no AMX 0.54×, and
-AVX2-only CPUs emulate it. So ``auto`` times the actual work in both dtypes, once per process.
+AVX2-only CPUs emulate it. So ``auto`` times the actual work in both dtypes — once per machine:
+the ratio is kept in ``precision.json`` of the cache folder (:func:`cache_dir`), keyed by CPU
+model, bf16-relevant flags, torch version and thread count, so every later run on the same
+machine makes the same choice. Measured afresh in each process, a ratio near the threshold had
+chosen float32 in one process and bfloat16 in the next on the same CPU (1.05× vs 1.42×), and two
+runs with the same seed then trained in different precisions. Delete the file to measure again.
 """
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import functools
+import json
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import torch
 
+from planet_torch.errors import UserError
+from planet_torch.fileio import atomic_write_text
+from planet_torch.machine import machine_info
 from planet_torch.models.decoder import Decoder
 from planet_torch.models.encoder import Encoder
 
@@ -20,18 +34,81 @@ AUTO_MIN_SPEEDUP = 1.2
 """``auto`` picks bfloat16 when it measures at least this much faster (else float32)."""
 
 
-def bf16_speedup(step: Callable[[torch.dtype], object], repeats: int = 3) -> float:
-    """fp32 seconds / bf16 seconds of ``step(dtype)``: best of ``repeats`` after a warm-up."""
-    best: dict[torch.dtype, float] = {}
-    for dtype in (torch.float32, torch.bfloat16):
+def bf16_speedup(step: Callable[[torch.dtype], object], repeats: int = 5) -> float:
+    """fp32 seconds / bf16 seconds of ``step(dtype)``: a warm-up of each, then ``repeats`` rounds
+    that time fp32 and bf16 back to back, best of each (a burst of load elsewhere slows both
+    dtypes' rounds alike instead of one dtype's whole block)."""
+    dtypes = (torch.float32, torch.bfloat16)
+    for dtype in dtypes:
         step(dtype)
-        times = []
-        for _ in range(repeats):
+    best = dict.fromkeys(dtypes, float("inf"))
+    for _ in range(repeats):
+        for dtype in dtypes:
             start = time.perf_counter()
             step(dtype)
-            times.append(time.perf_counter() - start)
-        best[dtype] = min(times)
+            best[dtype] = min(best[dtype], time.perf_counter() - start)
     return best[torch.float32] / best[torch.bfloat16]
+
+
+def cache_dir() -> Path:
+    """``$PLANET_TORCH_CACHE_DIR``, else ``$XDG_CACHE_HOME/planet-torch``, else
+    ``~/.cache/planet-torch``: what planet-torch measured about this machine."""
+    if os.environ.get("PLANET_TORCH_CACHE_DIR"):
+        return Path(os.environ["PLANET_TORCH_CACHE_DIR"])
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "planet-torch"
+
+
+def precision_file() -> Path:
+    return cache_dir() / "precision.json"
+
+
+def machine_key() -> str:
+    """What decides bf16's speed: CPU model, its bf16/AMX/AVX flags, torch version, threads."""
+    info = machine_info()
+    flags = [f for f in info["cpu_flags"] if f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2")]
+    parts = [info["cpu_model"], " ".join(flags) or "no avx2", f"torch {info['torch']}"]
+    return " | ".join(map(str, [*parts, f"{info['torch_threads']} threads"]))
+
+
+def _read_kept() -> dict[str, Any]:
+    try:
+        kept = json.loads(precision_file().read_text())
+    except (OSError, ValueError):  # none yet, unreadable or half-edited by hand: measure again
+        return {}
+    return kept if isinstance(kept, dict) else {}
+
+
+def remembered_speedup(probe: str, measure: Callable[[], float]) -> tuple[float, str]:
+    """``measure()`` once per machine and ``probe``, then the kept value: (speedup, where from).
+
+    Under a lock on the cache folder: runs started together measure once, and all read the
+    same value (the others wait for the first one's measurement instead of timing beside it).
+    """
+    try:
+        precision_file().parent.mkdir(parents=True, exist_ok=True)
+        lock = open(precision_file().with_suffix(".lock"), "a")  # noqa: SIM115 (held below)
+    except OSError as error:  # a read-only home: choose per process, and say so
+        return measure(), f"measured now; not kept ({cache_dir()}: {error.strerror})"
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        kept = _read_kept()
+        key = machine_key()
+        found = kept.get(key)
+        mine: dict[str, Any] = found if isinstance(found, dict) else {}
+        entry = mine.get(probe)
+        if isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float)):
+            when = entry.get("measured", "?")
+            return float(entry["speedup"]), f"measured {when}, kept in {precision_file()}"
+        speedup = measure()
+        mine[probe] = {"speedup": round(speedup, 4), "measured": datetime.date.today().isoformat()}
+        kept[key] = mine
+        try:
+            atomic_write_text(precision_file(), json.dumps(kept, indent=2, sort_keys=True) + "\n")
+        except (OSError, UserError) as error:  # a full disk: keep training, measure next time
+            reason = getattr(error, "strerror", None) or str(error)
+            return speedup, f"measured now; not kept ({precision_file()}: {reason})"
+    return speedup, f"measured now, kept in {precision_file()}"
 
 
 @functools.cache
@@ -60,6 +137,9 @@ def choose_model_dtype(
     """What ``model.compute_dtype = "auto"`` means on ``device``, and why, in words."""
     if device.type != "cpu":
         return torch.float32, "auto: float32 off the CPU (not measured there)"
-    speedup = conv_bf16_speedup(cnn_depth, feature_size)
+    speedup, source = remembered_speedup(
+        f"convs depth {cnn_depth}, features {feature_size}",
+        lambda: conv_bf16_speedup(cnn_depth, feature_size),
+    )
     dtype = torch.bfloat16 if speedup >= AUTO_MIN_SPEEDUP else torch.float32
-    return dtype, f"auto: bf16 convs measured {speedup:.2f}× fp32's speed on this CPU"
+    return dtype, f"auto: bf16 convs ran {speedup:.2f}× fp32's speed on this CPU; {source}"

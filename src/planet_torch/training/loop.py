@@ -66,10 +66,12 @@ class Trainer(BaseTrainer):
             measured = self.model.resolve_compute_dtype()
             self.model.compute_dtype = getattr(torch, started)
             if self.model.compute_dtype != measured:
+                self.model.compute_dtype_reason = f"auto: {started}, as when this run started"
                 print(f"encoder/decoder in {started}, as when this run started", flush=True)
 
     def _machine_notes(self) -> dict[str, str]:
-        return {"compute_dtype": str(self.model.resolve_compute_dtype()).removeprefix("torch.")}
+        dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
+        return {"compute_dtype": dtype, "compute_dtype_reason": self.model.compute_dtype_reason}
 
     @property
     def train_noise(self) -> float:
