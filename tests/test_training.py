@@ -134,6 +134,37 @@ def test_kill_9_then_resume_continues_exactly(reference, tmp_path):
     assert_same_run(reference, run)
 
 
+def test_one_writer_per_run_folder(tmp_path):
+    """A second writer on a live run (train --resume, a new train, collect) refuses in one line
+    naming the holder's PID and never touches the folder; a reader (plot) works on the live run;
+    the holder's kill -9 leaves no stale lock: --resume then continues it."""
+    from test_cli import assert_one_line_error
+
+    run = tmp_path / "live"
+    holder = start(*TRAIN, "--schedule.total-updates", "100000", "--run-dir", str(run))
+    try:
+        assert wait_for(lambda: (run / "train_episodes" / "000004-len10.npz").exists(), holder)
+        before = sorted(p.name for p in (run / "train_episodes").iterdir())
+        live = f"is being written by PID {holder.pid} on "
+        resume = planet("train", "--resume", "--run-dir", str(run))
+        assert_one_line_error(resume, live, "planet train", "then --resume")
+        assert_one_line_error(planet(*TRAIN, "--run-dir", str(run)), live)
+        collect = ["collect", "--preset", "debug", "--task", "cartpole-balance"]
+        assert_one_line_error(planet(*collect, "--run-dir", str(run)), live)
+        assert not (run / "videos" / "random_episode.mp4").exists()
+        written = {p.name for p in (run / "train_episodes").iterdir()}
+        assert set(before) <= written  # only the holder's own new episodes, in order
+        assert sorted(written) == [f"{i:06d}-len10.npz" for i in range(len(written))]
+        plot = planet("plot", str(run), "-o", str(tmp_path / "live.png"))  # a reader
+        assert plot.returncode == 0, plot.stderr
+        assert holder.poll() is None  # the first run was never disturbed
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    resumed = planet("train", "--resume", "--run-dir", str(run), "--schedule.total-updates", "3")
+    assert resumed.returncode == 0, resumed.stderr
+
+
 def test_sigint_checkpoints_then_resume_continues_exactly(reference, tmp_path):
     run = tmp_path / "interrupted"
     process = start(*TRAIN, "--run-dir", str(run))

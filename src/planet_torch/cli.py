@@ -60,7 +60,8 @@ class Collect:
             self.test_episodes is not None and self.test_episodes < 0
         ):
             raise UserError("--episodes must be >= 1 and --test-episodes >= 0")
-        run = RunDir(self.run_dir or default_run_dir(cfg, self.preset)).prepare(cfg)
+        run = RunDir(self.run_dir or default_run_dir(cfg, self.preset))
+        _writer = run.open_for_writing(cfg)  # held to the end: never beside a live run
         n_train = cfg.schedule.seed_episodes if self.episodes is None else self.episodes
         n_test = (
             cfg.schedule.test_seed_episodes if self.test_episodes is None else self.test_episodes

@@ -177,15 +177,11 @@ class BaseTrainer(abc.ABC):
         self.run = RunDir(run_dir)
         if resume and not self.run.exists():
             raise UserError(f"nothing to resume in {self.run.path} (no config.json); drop --resume")
-        if not resume and self.run.exists():
-            raise UserError(
-                f"{self.run.path} already holds a run; add --resume to continue it, "
-                "or choose another --run-dir"
-            )
         self.cfg = cfg.validate()
         self._validate()  # before the run folder is created
         self.device = resolve_device(cfg.device)
-        self.run.prepare(cfg)  # refuses a run folder of another config
+        # One writing process per run folder; refuses a folder of another config.
+        self.writer = self.run.open_for_writing(cfg, new_run=not resume)
         self.progress = sys.stdout.isatty() if progress is None else progress
         self.stop_requested = False
         self.train_store = EpisodeStore(EpisodeDir(self.run.train_episodes))
@@ -339,6 +335,7 @@ class BaseTrainer(abc.ABC):
                 self._close_progress()
                 self.logger.close()
                 self.env.close()
+                self.writer.release()
         return self.summary()
 
     def _finished(self) -> bool:

@@ -10,14 +10,19 @@ runs/<name>/
   metrics.jsonl      every logged scalar with env_steps, updates and wall time
   machines.json      the machine of every process that trained the run (and from which update)
   scores.json        the final model's noise-free eval episodes (planet eval): the run's score
+  .writer.lock       held (flock) by the one process that writes the run: train, resume, collect
 """
 
 from __future__ import annotations
 
+import datetime
+import fcntl
 import json
 import os
+import socket
+import sys
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, ClassVar
 
 from planet_torch.config import Config
 from planet_torch.errors import UserError
@@ -46,6 +51,78 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = value
     return flat
+
+
+class WriterLock:
+    """One writing process per run folder: an OS lock (``flock``) on ``<run>/.writer.lock``.
+
+    Two processes writing one folder (a ``--resume`` typed in a second terminal while the first
+    still runs, a requeued cluster job beside the old one) would interleave two diverging runs
+    in one replay, metrics file and checkpoint, and both would exit 0. The second one refuses
+    instead, naming the holder. The OS drops the lock when its process dies, kill -9 included,
+    so there is never a stale lock to delete. Re-entrant within a process (a trainer and the
+    final eval of the same run, or tests building several trainers one after another); readers
+    (eval, plot, inspect, results) take no lock and work on a live run.
+    """
+
+    _held: ClassVar[
+        dict[str, tuple[IO[str], int]]
+    ] = {}  # resolved folder -> (open lock file, holders)
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder) / ".writer.lock"
+        self._key = str(Path(folder).resolve())
+        self._holding = False
+
+    def acquire(self) -> WriterLock:
+        if self._holding:
+            return self
+        held = self._held.get(self._key)
+        if held is not None:
+            self._held[self._key] = (held[0], held[1] + 1)
+            self._holding = True
+            return self
+        handle = open(self.path, "a+")  # noqa: SIM115 -- held for the life of the run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise UserError(
+                f"{self.path.parent} is being written by {holder}; wait for it to end (or stop "
+                "it), then --resume; or choose another --run-dir"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        by_cli = sys.argv[0].endswith(("planet", "cli.py"))  # not a sweep worker or a test
+        command = " ".join(["planet", *sys.argv[1:]]) if by_cli else ""
+        since = datetime.datetime.now().isoformat(timespec="seconds")
+        handle.write(f"PID {os.getpid()} on {socket.gethostname()} since {since}")
+        handle.write(f" ({command})" if command else "")
+        handle.flush()
+        self._held[self._key] = (handle, 1)
+        self._holding = True
+        return self
+
+    def release(self) -> None:
+        if not self._holding:
+            return
+        self._holding = False
+        handle, count = self._held.pop(self._key)
+        if count > 1:
+            self._held[self._key] = (handle, count - 1)
+        else:
+            handle.close()  # closing the file drops the flock
+
+    def __enter__(self) -> WriterLock:
+        return self.acquire()
+
+    def __exit__(self, *_: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def config_differences(a: Config, b: Config) -> list[str]:
@@ -119,6 +196,24 @@ class RunDir:
 
     def exists(self) -> bool:
         return self.config_path.exists()
+
+    def writer_lock(self) -> WriterLock:
+        """This folder's :class:`WriterLock` (not yet acquired; the folder must exist)."""
+        return WriterLock(self.path)
+
+    def open_for_writing(self, cfg: Config, *, new_run: bool = False) -> WriterLock:
+        """Lock the folder for this process, then :meth:`prepare` it; ``new_run`` refuses a
+        folder that already holds a run. A live run's folder is reported before anything else."""
+        writer = self.writer_lock()
+        if self.exists():
+            writer.acquire()
+            if new_run:
+                raise UserError(
+                    f"{self.path} already holds a run; add --resume to continue it, "
+                    "or choose another --run-dir"
+                )
+        self.prepare(cfg)
+        return writer.acquire()  # a fresh folder: of two runs started at once, one refuses
 
     def load_config(self) -> Config:
         if not self.config_path.exists():

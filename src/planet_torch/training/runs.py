@@ -38,6 +38,11 @@ def train_and_score(
     """Train (or continue) the run in ``run_dir``, then score its final model. Returns the
     trainer's summary, with ``score``, ``score_std`` and ``eval_wall_seconds`` once scored."""
     trainer = trainer_class(cfg)(cfg, Path(run_dir), resume=resume, progress=progress)
+    with trainer.run.writer_lock():  # held until the score is written (the trainer's own
+        return _train_then_score(trainer)  # ends with its train())
+
+
+def _train_then_score(trainer: BaseTrainer) -> dict[str, Any]:
     summary = trainer.train()
     episodes = trainer.cfg.schedule.final_eval_episodes
     if summary["finished"] and episodes > 0:
