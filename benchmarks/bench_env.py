@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from machine import machine_info, matmul_ceiling_gflops
+from machine import ceiling_line, machine_info, matmul_ceilings
 
 from planet_torch.config import PAPER, override
 from planet_torch.envs import configure_headless, gl_backend, make_env
@@ -128,7 +128,7 @@ def main() -> None:
 
     results: dict[str, Any] = {
         "machine": machine_info(),
-        "matmul_fp32_gflops": matmul_ceiling_gflops(),
+        "matmul_gflops": matmul_ceilings(),
         "mujoco_gl": gl_backend(),
         "image_size": 64,
         "cases": {},
@@ -137,8 +137,7 @@ def main() -> None:
     machine = results["machine"]
     print(
         f"CPU: {machine['cpu_model']} × {machine['logical_cpus']} "
-        f"({' '.join(machine['cpu_flags'])}); fp32 matmul ceiling "
-        f"{results['matmul_fp32_gflops']:.0f} GFLOP/s",
+        f"({' '.join(machine['cpu_flags'])}); {ceiling_line(results['matmul_gflops'])}",
         file=log,
     )
     for task, action_repeat in CASES:

@@ -257,22 +257,25 @@ def _ceiling(device: str) -> dict[str, Any]:
     import torch
 
     if device == "cpu":
-        from machine import machine_info, matmul_ceiling_gflops
+        from machine import machine_info, matmul_ceilings
 
-        return {"machine": machine_info(), "matmul_fp32_gflops": matmul_ceiling_gflops(4096, 3.0)}
+        return {"machine": machine_info(), "matmul_gflops": matmul_ceilings(4096, 3.0)}
     n, flops = 8192, 2 * 8192**3
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    best = 0.0
-    for _ in range(10):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        a @ b
-        torch.cuda.synchronize()
-        best = max(best, flops / (time.perf_counter() - start) / 1e9)
+    ceilings = {}
+    for name in ("float32", "bfloat16"):
+        a = torch.randn(n, n, device=device, dtype=getattr(torch, name))
+        b = torch.randn(n, n, device=device, dtype=getattr(torch, name))
+        best = 0.0
+        for _ in range(10):
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            a @ b
+            torch.cuda.synchronize()
+            best = max(best, flops / (time.perf_counter() - start) / 1e9)
+        ceilings[name] = best
     return {
         "machine": {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__},
-        "matmul_fp32_gflops": best,
+        "matmul_gflops": ceilings,
     }
 
 
@@ -298,14 +301,12 @@ def main() -> None:
         raise SystemExit(f"{KAIXHIN_DIR}/models.py missing: see this script's docstring")
 
     sys.path.insert(0, str(HERE))
-    from machine import run_child_json
+    from machine import ceiling_line, fraction_of_ceiling, run_child_json
 
     report: dict[str, Any] = {"device": args.device, **_ceiling(args.device), "jobs": {}}
+    ceilings = report["matmul_gflops"]
     log = sys.stderr
-    print(
-        f"{report['machine']}\nfp32 matmul ceiling {report['matmul_fp32_gflops']:.0f} GFLOP/s",
-        file=log,
-    )
+    print(f"{report['machine']}\n{ceiling_line(ceilings)}", file=log)
     for job in args.jobs:
         results: dict[str, Any] = {}
         impls = IMPLS if args.device == "cpu" else ("ours_nograph", *IMPLS)
@@ -317,12 +318,15 @@ def main() -> None:
                 continue
             run["median_s"] = statistics.median(run["seconds"])
             run["gflops"] = run["gflop_per_call"] / run["median_s"]
-            run["fraction_of_ceiling"] = run["gflops"] / report["matmul_fp32_gflops"]
+            run["precision"] = "bfloat16" if impl.endswith("bf16") else "float32"
+            run["fraction_of_ceiling"] = fraction_of_ceiling(
+                run["gflops"], run["precision"], ceilings
+            )
             results[impl] = run
             print(
                 f"{job:>5} {impl:<12} median {run['median_s']:.4f} s  "
                 f"{run['gflop_per_call']:.1f} GFLOP/call  {run['gflops']:.0f} GFLOP/s = "
-                f"{100 * run['fraction_of_ceiling']:.0f}% of ceiling",
+                f"{100 * run['fraction_of_ceiling']:.0f}% of the {run['precision']} ceiling",
                 file=log,
                 flush=True,
             )
