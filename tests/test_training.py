@@ -297,24 +297,71 @@ def test_inspect_writes_a_report_of_real_figures(reference, tmp_path):
     assert "true-simulator planner" in report  # cartpole is a dm_control task: shown beside
 
 
-def test_user_errors(reference, tmp_path):
-    for args, needle in [
-        (
-            ("train", "--resume", "--run-dir", str(reference), "--model.belief-size", "7"),
-            "another config",
-        ),
-        (("train", "--preset", "debug", "--run-dir", str(reference)), "--resume"),
-        (("train", "--resume", "--run-dir", str(tmp_path / "none")), "not a run folder"),
-        (("eval", "--run-dir", str(tmp_path)), "not a run folder"),
-        (
-            ("train", "--preset", "debug", "--device", "cuda", "--run-dir", str(tmp_path / "c")),
-            "CUDA",
-        ),
-    ]:
-        result = planet(*args)
-        assert result.returncode == 2, (args, result.stdout, result.stderr)
-        assert "Traceback" not in result.stderr and needle in result.stderr, (args, result.stderr)
-        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+@pytest.fixture(scope="module")
+def ddpg_run(tmp_path_factory) -> Path:
+    from planet_torch.training.ddpg_loop import DDPGTrainer
+
+    run = tmp_path_factory.mktemp("ddpg") / "run"
+    cfg = override(DEBUG, algo="ddpg", task="cartpole-balance", schedule={"total_updates": 3})
+    DDPGTrainer(cfg, run, progress=False).train()
+    return run
+
+
+def _collected(tmp: Path) -> Path:
+    """A run folder with episodes but no checkpoint yet."""
+    run = tmp / "collected"
+    args = ["collect", "--preset", "debug", "--task", "cartpole-balance", "--episodes", "1"]
+    assert (
+        planet(*args, "--test-episodes", "0", "--no-video", "--run-dir", str(run)).returncode == 0
+    )
+    return run
+
+
+def _junk_checkpoint(tmp: Path) -> Path:
+    (tmp / "junk.pt").write_bytes(b"not a checkpoint")
+    return tmp / "junk.pt"
+
+
+# A user's mistakes with a trained run beside them: (args with {ref} the PlaNet run, {ddpg} a
+# DDPG run, {tmp} a fresh folder; what the one-line error must say). Each: exit 2, one line,
+# no traceback, nothing written.
+USER_ERRORS = {
+    "resume with another config": (
+        "train --resume --run-dir {ref} --model.belief-size 7",
+        "another config",
+    ),
+    "train into an existing run": ("train --preset debug --run-dir {ref}", "--resume"),
+    "resume nothing": ("train --resume --run-dir {tmp}/none", "not a run folder"),
+    "unknown algorithm": ("train --algo dqn --preset debug --run-dir {tmp}/a", "'dqn'"),
+    "cuda without cuda": ("train --preset debug --device cuda --run-dir {tmp}/c", "CUDA"),
+    "eval a non-run": ("eval --run-dir {tmp}", "not a run folder"),
+    "eval before training": ("eval --run-dir {collected}", "no checkpoint yet"),
+    "inspect a DDPG run": ("inspect --run-dir {ddpg}", "explains PlaNet runs"),
+    "inspect a foreign checkpoint": (
+        "inspect --run-dir {ref} --checkpoint {ddpg}/checkpoints/latest.pt",
+        "holds no PlaNet world model",
+    ),
+    "inspect a junk checkpoint": ("inspect --run-dir {ref} --checkpoint {junk}", "unreadable"),
+    "plot a metric never logged": ("plot {ref} --metric test/nothing -o {tmp}/p.png", "no 'test/"),
+}
+
+
+@pytest.mark.parametrize("case", USER_ERRORS)
+def test_user_errors(case, reference, ddpg_run, tmp_path):
+    template, needle = USER_ERRORS[case]
+    paths = {"ref": reference, "ddpg": ddpg_run, "tmp": tmp_path}
+    if "{collected}" in template:
+        paths["collected"] = _collected(tmp_path)
+    if "{junk}" in template:
+        paths["junk"] = _junk_checkpoint(tmp_path)
+    before = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
+    result = planet(*template.format(**paths).split())
+    assert result.returncode == 2, (case, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr and needle in result.stderr, (case, result.stderr)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    after = sorted(p.relative_to(reference) for p in reference.rglob("*") if p.is_file())
+    assert after == before  # nothing written into the trained run
+    assert not (tmp_path / "p.png").exists()
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

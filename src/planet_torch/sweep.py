@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -168,6 +169,24 @@ def _token_file(ray_dir: Path) -> Path:
     return path
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) that answers no TCP connection is a user error
+    at once: ray.init would retry it with a warning every few seconds for minutes."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--address {address!r} is not host:port, ray://host:port, auto or local")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        why = error.strerror or type(error).__name__
+        raise UserError(
+            f"cannot reach the Ray cluster at {address} ({why}); start its head there "
+            "(ray start --head) or check --address (auto on the head node)"
+        ) from None
+
+
 @contextlib.contextmanager
 def ray_session(sweep_dir: Path, address: str | None, num_cpus: int | None) -> Iterator[Any]:
     """``ray`` initialised: a local cluster kept inside ``sweep_dir/ray`` (address None) or a
@@ -202,6 +221,7 @@ def ray_session(sweep_dir: Path, address: str | None, num_cpus: int | None) -> I
             _temp_dir=str(temp_dir),
         )
     else:
+        _check_reachable(address)
         kwargs["address"] = address
     try:
         with _environ(**env):

@@ -27,8 +27,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}; train first or check --run-dir") from None
     except Exception as error:  # a truncated or foreign file: say which, never a traceback
+        first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+        first = first if len(first) <= 100 else first[:97] + "..."  # torch's page-long advice
         raise UserError(
-            f"checkpoint {path} is unreadable ({type(error).__name__}: {error})"
+            f"checkpoint {path} is unreadable ({type(error).__name__}: {first}): not a "
+            "planet-torch checkpoint, or cut short; pass another --checkpoint or train again"
         ) from None
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {path} does not hold a planet-torch state")
