@@ -430,3 +430,25 @@ def test_plan_counts_test_phases_exactly():
     for total, phases in ((12, 2), (13, 3), (0, 1), (5, 1)):
         cfg = override(every, schedule={"total_updates": total})
         assert Trainer.plan(cfg).test_episodes == 2 * phases, total
+
+
+def test_test_phases_use_planner_test_noise(tmp_path, monkeypatch):
+    """Test episodes play as ``planet eval`` does: with ``planner.test_noise`` (0 by default, as
+    the original), not a hard-coded 0; collection keeps ``planner.train_noise``."""
+    cfg = override(
+        DEBUG,
+        task="cartpole-balance",
+        planner={"train_noise": 0.3, "test_noise": 0.2},
+        schedule={"total_updates": 6},
+    )
+    seen: list[tuple[float, bool]] = []
+    make_agent = Trainer._make_agent
+
+    def recording(self, seed, noise, test=False):
+        seen.append((noise, test))
+        return make_agent(self, seed, noise, test)
+
+    monkeypatch.setattr(Trainer, "_make_agent", recording)
+    Trainer(cfg, tmp_path / "run", progress=False).train()
+    assert {noise for noise, test in seen if test} == {0.2}
+    assert {noise for noise, test in seen if not test} == {0.3}

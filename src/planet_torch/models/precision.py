@@ -31,7 +31,12 @@ from planet_torch.models.decoder import Decoder
 from planet_torch.models.encoder import Encoder
 
 AUTO_MIN_SPEEDUP = 1.2
-"""``auto`` picks bfloat16 when it measures at least this much faster (else float32)."""
+"""``model.compute_dtype auto`` picks bfloat16 when its convs measure at least this much faster."""
+
+AUTO_PLAN_MIN_SPEEDUP = 1.3
+"""``planner.compute_dtype auto`` picks bfloat16 rollouts when the planner's largest matmul
+measures at least this much faster: a higher bar than the model's, as bf16 rollouts had planned
+measurably worse at horizon 12 with sampled futures (BENCHMARKS.md, session 5)."""
 
 
 def bf16_speedup(step: Callable[[torch.dtype], object], repeats: int = 5) -> float:

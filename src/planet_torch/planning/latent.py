@@ -30,7 +30,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from planet_torch.models import State, WorldModel
-from planet_torch.models.precision import bf16_speedup, remembered_speedup
+from planet_torch.models.precision import (
+    AUTO_PLAN_MIN_SPEEDUP,
+    bf16_speedup,
+    remembered_speedup,
+)
 from planet_torch.models.rssm import RSSM, GRUBlockCell
 
 PlanDtype = Literal["auto", "float32", "bfloat16"]
@@ -60,8 +64,9 @@ def _bf16_speedup(device_type: str, rows: int, inner: int, cols: int) -> float:
 
 
 def choose_dtype(choice: PlanDtype, model: WorldModel, candidates: int) -> torch.dtype:
-    """``auto``: bfloat16 on a CPU where it measured ≥ 1.3× faster at the planner's shapes
-    (measured once per machine and kept, as the model's ``auto``), else float32 (always float32 on CUDA, where planning is latency-bound, not FLOP-bound)."""
+    """``auto``: bfloat16 on a CPU where it measured ≥ AUTO_PLAN_MIN_SPEEDUP (1.3×) faster at the
+    planner's shapes (measured once per machine and kept, as the model's ``auto``), else
+    float32 (always float32 on CUDA, where planning is latency-bound, not FLOP-bound)."""
     if choice == "float32":
         return torch.float32
     if choice == "bfloat16":
@@ -75,7 +80,7 @@ def choose_dtype(choice: PlanDtype, model: WorldModel, candidates: int) -> torch
     speedup, _ = remembered_speedup(
         f"planner addmm {rows}x{inner}x{cols}", lambda: _bf16_speedup("cpu", rows, inner, cols)
     )
-    return torch.bfloat16 if speedup >= 1.3 else torch.float32
+    return torch.bfloat16 if speedup >= AUTO_PLAN_MIN_SPEEDUP else torch.float32
 
 
 def _tanh_(x: Tensor) -> Tensor:

@@ -245,6 +245,12 @@ class BaseTrainer(abc.ABC):
     @abc.abstractmethod
     def train_noise(self) -> float: ...
 
+    @property
+    def test_noise(self) -> float:
+        """Exploration noise of test episodes, as ``planet eval`` plays them (PlaNet:
+        ``planner.test_noise``, 0 as the original)."""
+        return 0.0
+
     def _probe_seconds_per_action(self) -> float:
         """Seconds per action before any episode was played in this process (cost line)."""
         return 0.0
@@ -433,7 +439,7 @@ class BaseTrainer(abc.ABC):
         returns, seeds = [], []
         for j in range(s.test_episodes):
             index = s.test_seed_episodes + k * s.test_episodes + j
-            episode = self._agent_episode("test", index, 0.0)
+            episode = self._agent_episode("test", index, self.test_noise)
             returns.append(float(episode.reward.sum()))
             seeds.append(episode_seed(self.cfg.seed, "test", index, self.cfg.task_count))
             if j == 0:

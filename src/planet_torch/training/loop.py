@@ -77,6 +77,10 @@ class Trainer(BaseTrainer):
     def train_noise(self) -> float:
         return self.cfg.planner.train_noise
 
+    @property
+    def test_noise(self) -> float:
+        return self.cfg.planner.test_noise
+
     def _make_agent(self, seed: int, noise: float, test: bool = False) -> Agent:
         self.model.eval()
         return PlanetAgent(
