@@ -19,10 +19,11 @@ def test_seeds_and_variants_become_configs() -> None:
         with pytest.raises(UserError):
             parse_seeds(bad)
     trials = plan_trials(
-        DEBUG, "cartpole-balance,cheetah-run", "0-1", "rssm,ssm,deterministic,random"
+        DEBUG, "cartpole-balance,cheetah-run", "0-1", "planet,ssm,deterministic,random"
     )
     assert len(trials) == 16 and len({t.name for t in trials}) == 16
     assert {t.config.variant for t in trials} == {"planet", "ssm", "deterministic", "random"}
+    assert all(t.config.variant == t.variant for t in trials)  # one name for a variant
     det = next(t for t in trials if t.variant == "deterministic").config
     assert det.model.mean_only and det.loss.kl_scale == 0.0
     rnd = next(t for t in trials if t.variant == "random").config
@@ -31,9 +32,9 @@ def test_seeds_and_variants_become_configs() -> None:
         (task, seed) for task in ("cartpole-balance", "cheetah-run") for seed in (0, 1)
     }
     with pytest.raises(UserError, match="unknown variant"):
-        plan_trials(DEBUG, "cartpole-balance", "0", "rssm,dreamer")
+        plan_trials(DEBUG, "cartpole-balance", "0", "planet,dreamer")
     with pytest.raises(UserError, match="unknown task"):
-        plan_trials(DEBUG, "cartpole-balanse", "0", "rssm")
+        plan_trials(DEBUG, "cartpole-balanse", "0", "planet")
 
 
 def test_bad_sweep_arguments_are_one_line_errors(tmp_path: Path) -> None:
@@ -88,7 +89,7 @@ def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path
     assert not links, "the short link to the socket folder is removed at the end"
     assert code == 0, out
     rows = {r["trial"]: r for r in summary["trials"]}
-    assert set(rows) == {"cartpole-balance-rssm-seed0", "cartpole-balance-rssm-seed1"}
+    assert set(rows) == {"cartpole-balance-planet-seed0", "cartpole-balance-planet-seed1"}
     for name, row in rows.items():
         assert row["status"] == "done" and (row["updates"], row["env_steps"]) == (9, 400)
         scores = json.loads((sweep / "trials" / name / "scores.json").read_text())
@@ -101,23 +102,23 @@ def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path
     assert (sweep / "summary.png").stat().st_size > 5000
     table = (sweep / "summary.md").read_text()
     mean = sum(r["score"] for r in rows.values()) / 2
-    assert f"| cartpole-balance | rssm | 2 | {mean:.1f} ± " in table
+    assert f"| cartpole-balance | planet | 2 | {mean:.1f} ± " in table
     assert list((sweep / "ray").glob("session_*/logs")), "Ray's files belong in the sweep folder"
     assert oct((sweep / "ray" / "auth_token").stat().st_mode)[-3:] == "600"
-    checkpoint = sweep / "trials" / "cartpole-balance-rssm-seed0" / "checkpoints" / "latest.pt"
+    checkpoint = sweep / "trials" / "cartpole-balance-planet-seed0" / "checkpoints" / "latest.pt"
     mtime = checkpoint.stat().st_mtime_ns
 
     # Seed 2's folder holds a run of another config: that trial fails (twice: one retry) and is
     # reported; seed 3 still trains; seeds 0 and 1 are skipped.
     other = override(DEBUG, task="cartpole-balance", seed=2, model={"belief_size": 8})
-    RunDir(sweep / "trials" / "cartpole-balance-rssm-seed2").prepare(other)
+    RunDir(sweep / "trials" / "cartpole-balance-planet-seed2").prepare(other)
     code, out, summary = _sweep(sweep, "0-3")
     assert code == 1, out
     rows = {r["trial"]: r for r in summary["trials"]}
-    assert "skip  cartpole-balance-rssm-seed0" in out and "skip  cartpole-balance-rssm-seed1" in out
+    assert "skip  cartpole-balance-planet-seed0" in out and "skip  cartpole-balance-planet-seed1" in out
     assert checkpoint.stat().st_mtime_ns == mtime  # not trained again
-    failed = rows["cartpole-balance-rssm-seed2"]
+    failed = rows["cartpole-balance-planet-seed2"]
     assert failed["status"] == "failed" and failed["attempts"] == 2
     assert "config" in failed["error"] and "\n" not in failed["error"]
-    assert rows["cartpole-balance-rssm-seed3"]["status"] == "done"
+    assert rows["cartpole-balance-planet-seed3"]["status"] == "done"
     assert "1 of 4 trials failed" in out

@@ -327,8 +327,8 @@ class Sweep:
     """Comma-separated task names."""
     seeds: str = "0"
     """Seeds: a range 0-4, a list 0,1,5, or both 0-2,9."""
-    variants: str = "rssm"
-    """Comma-separated: rssm (PlaNet), ssm (purely stochastic), deterministic, random."""
+    variants: str = "planet"
+    """Comma-separated: planet (the RSSM), ssm (purely stochastic), deterministic, random."""
     sweep_dir: Path | None = None
     """Sweep folder; default runs/sweep-<preset>."""
     address: str | None = None

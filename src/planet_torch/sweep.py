@@ -41,7 +41,7 @@ from planet_torch.fileio import atomic_write_text
 
 # The paper's ablations (Figure 6/7 of Hafner et al. 2019) as config changes.
 VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
-    "rssm": {},
+    "planet": {},  # the RSSM: PlaNet itself (Config.variant names each the same)
     "ssm": {"model": {"kind": "ssm"}},
     "deterministic": {"model": {"mean_only": True}, "loss": {"kl_scale": 0.0}},
     "random": {"planner": {"iterations": 0, "train_noise": 1.0}},  # original: README
