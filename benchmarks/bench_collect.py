@@ -34,7 +34,7 @@ def main() -> None:
     report: dict[str, Any] = {"machine": machine_info(), "runs": []}
     for task in args.tasks:
         for workers in (1, 2):
-            cfg = override(PAPER, task=task, env={"workers": workers})
+            cfg = override(PAPER, task=task, env={"workers": workers, "exact_render": False})
             with tempfile.TemporaryDirectory() as tmp:
                 run = RunDir(Path(tmp) / "run").prepare(cfg)
                 start = time.perf_counter()

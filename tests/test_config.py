@@ -26,8 +26,9 @@ def test_presets_validate_and_are_frozen():
 
 
 def test_paper_preset_is_the_original():
-    # ORIGINAL_PLANET.md §1-§4: every value here is read from google-research/planet at HEAD.
+    # docs/original.md: every value here is read from google-research/planet at HEAD.
     assert (PAPER.data.batch_size, PAPER.data.chunk_length) == (50, 50)
+    assert PAPER.env.exact_render and not CPU.env.exact_render  # physics.render's frames
     p = PAPER.planner
     assert (p.horizon, p.candidates, p.top_k, p.iterations) == (12, 1000, 100, 10)
     assert (p.train_noise, p.test_noise, p.warm_start) == (0.3, 0.0, False)

@@ -115,7 +115,10 @@ def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path
     code, out, summary = _sweep(sweep, "0-3")
     assert code == 1, out
     rows = {r["trial"]: r for r in summary["trials"]}
-    assert "skip  cartpole-balance-planet-seed0" in out and "skip  cartpole-balance-planet-seed1" in out
+    assert (
+        "skip  cartpole-balance-planet-seed0" in out
+        and "skip  cartpole-balance-planet-seed1" in out
+    )
     assert checkpoint.stat().st_mtime_ns == mtime  # not trained again
     failed = rows["cartpole-balance-planet-seed2"]
     assert failed["status"] == "failed" and failed["attempts"] == 2

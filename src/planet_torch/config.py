@@ -9,8 +9,8 @@ Units are part of the names, because PlaNet ports keep confusing them:
 * ``sequences``   -- training chunks; the original's trainer counts these: its
   ``train_steps = 50000`` is 50 000 sequences = 1000 updates of batch 50, not 50 000 updates.
 
-Presets: ``paper`` follows google-research/planet at HEAD (see ../shared/ORIGINAL_PLANET.md for the
-source of every value), ``cpu`` is small enough to learn on a 2-core machine, ``debug`` is tiny and
+Presets: ``paper`` follows google-research/planet at HEAD (docs/original.md: every value,
+where it lives in the original, and where ``paper`` is not the original), ``cpu`` is small enough to learn on a 2-core machine, ``debug`` is tiny and
 exists for tests. Config objects are immutable: derive a variant with ``dataclasses.replace`` or
 :func:`override`, never mutate one.
 """
@@ -111,10 +111,11 @@ class EnvConfig:
     """Rendered square image side in pixels (the original renders 64×64 directly, no resize)."""
     camera_id: int = 0
     """dm_control camera used for rendering (the original uses 0 for every task)."""
-    exact_render: bool = False
-    """Render dm_control pixel-exact like ``physics.render`` (with shadows). Default: shadows,
-    reflections off and coarser spheres/capsules -- same camera and framing, ≈1 grey level apart on
-    average, 2-3× faster frames (BENCHMARKS.md)."""
+    exact_render: bool = True
+    """Render dm_control pixel-exact like ``physics.render`` (shadows, reflections), as the
+    original trains on (tested equal). False: shadows and reflections off and coarser
+    spheres/capsules -- same camera and framing, ≈1 grey level apart on average, 2-3× faster
+    frames (BENCHMARKS.md); the ``cpu`` and ``debug`` presets render so."""
     workers: int = 1
     """Environment worker processes for collection and evaluation (1 = in-process)."""
 
@@ -484,7 +485,7 @@ def override(cfg: Config, **sections: Any) -> Config:
 # ---------------------------------------------------------------------------------------------
 
 PAPER = Config()
-"""google-research/planet at HEAD (ORIGINAL_PLANET.md): every default above is the original's."""
+"""google-research/planet at HEAD (docs/original.md): every default above is the original's."""
 
 CPU = override(
     PAPER,
@@ -494,6 +495,9 @@ CPU = override(
     # do on the paper's six tasks at 100k env steps is docs/results/ (DMC-100k), the evidence
     # any change for another task has to be measured against. The horizon is in decisions (20
     # = 0.8 s of simulated time on cheetah/finger, 1 s on walker, 1.6 s on cartpole/cup/reacher).
+    # The fast renderer: 2-3× faster frames, ≈1 grey level from physics.render on average;
+    # every cpu-preset result (BENCHMARKS.md, docs/results/) was learnt on its frames.
+    env={"exact_render": False},
     data={"batch_size": 16, "chunk_length": 32},
     model={
         "belief_size": 128,
@@ -540,7 +544,7 @@ CPU = override(
 
 DEBUG = override(
     PAPER,
-    env={"episode_env_steps": 80},
+    env={"episode_env_steps": 80, "exact_render": False},
     data={"batch_size": 4, "chunk_length": 8},
     model={
         "belief_size": 16,

@@ -10,7 +10,7 @@ Batch layout (replay/sampler.py), time-major, row t of a chunk::
     s_{t-1} --action[t]--> prior p(s_t) --image[t]--> posterior q(s_t) --> reward[t], image[t]
 
 The state before row 0 is zeros (every chunk), and the KL at t = 0 counts. Loss, per
-ORIGINAL_PLANET.md §2 (all terms are means over (t, b)):
+docs/original.md, "Losses" (all terms are means over (t, b)):
 
     image   -log N(o_t; dec(f_t), 1) summed over the 64·64·3 values          × image_scale  (1)
     reward  -log N(r_t; rew(f_t), 1)                                       × reward_scale (10)
