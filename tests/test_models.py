@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from planet_torch.config import DEBUG, PAPER, Config, override
+from planet_torch.errors import UserError
 from planet_torch.models import (
     RSSM,
     SSM,
@@ -473,7 +474,8 @@ def test_loss_values_are_the_originals() -> None:
 
 def test_overshooting_distance_one_is_the_plain_kl() -> None:
     batch = blob_batch()
-    cfg = tiny(loss={"overshooting_distance": 1, "overshooting_kl_scale": 1.0, "free_nats": 0.2})
+    one = {"overshooting_distance": 1, "overshooting_first_distance": 1}
+    cfg = tiny(loss={**one, "overshooting_kl_scale": 1.0, "free_nats": 0.2})
     _, terms = make(cfg).loss(batch, gen(2))
     assert terms["overshooting_kl"] == pytest.approx(terms["kl_loss"], rel=1e-5)
     cfg3 = tiny(
@@ -488,6 +490,38 @@ def test_overshooting_distance_one_is_the_plain_kl() -> None:
     assert math.isfinite(terms3["overshooting_kl"]) and math.isfinite(total.item())
     assert terms3["overshooting_kl"] != pytest.approx(terms3["kl_loss"])
     assert "overshooting_reward_nll" in terms3
+    with pytest.raises(UserError, match="first-distance"):
+        tiny(loss={"overshooting_distance": 1}).validate()  # 2..1: no distance at all
+
+
+@pytest.mark.parametrize("first", [1, 2])
+def test_overshooting_equals_a_hand_written_loop(first: int) -> None:
+    """Distances first..3 against one open-loop rollout per start row, written out: the prior
+    started before row j (zero state for j = 0, else q_{j-1}) and stepped d times with the
+    actions of rows j..j+d-1 is compared with q_{j+d-1}; clamped KL, mean over valid entries.
+    Means only (``mean_only``), so both sides draw no noise and must agree exactly."""
+    D, free = 3, 0.1
+    cfg = tiny(model={"mean_only": True}, loss={"free_nats": free})
+    model = make(cfg)
+    batch = blob_batch()
+    g = gen(0)
+    embed = model.encoder(preprocess(batch["image"], 5, g))
+    post, _ = model.rssm.observe(embed, batch["action"], generator=g)
+    kl, _ = model.overshooting(post, batch["action"], batch["reward"], D, first=first)
+    T, B = batch["action"].shape[:2]
+    terms = []
+    for j in range(T):
+        zero = model.rssm.initial_state(B, batch["action"].device)
+        state = zero if j == 0 else post.map(lambda x, j=j: x[j - 1])
+        for d in range(1, D + 1):
+            if j + d - 1 >= T:
+                break
+            state = model.rssm.img_step(state, batch["action"][j + d - 1])
+            if d >= first:
+                target = post.map(lambda x, t=j + d - 1: x[t])
+                terms.append((model.rssm.kl(target, state) - free).clamp(min=0.0))
+    expected = torch.cat(terms).mean()
+    assert kl.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_overshooting_targets_get_no_gradient() -> None:

@@ -180,6 +180,10 @@ class LossConfig:
     """KL below this many nats per (batch, time) element is not penalised (original: 3)."""
     overshooting_distance: int = 0
     """Latent overshooting up to this many steps ahead; 0 = off (original: off)."""
+    overshooting_first_distance: int = 2
+    """Shortest overshooting distance: 2 as the original at HEAD (distances 2..D; distance 1 is
+    the ordinary KL term); 1 counts the one-step KL once more, as the camera-ready code did
+    (docs/original.md)."""
     overshooting_kl_scale: float = 0.0
     """Weight of the overshooting KL terms (used when ``overshooting_distance`` > 0)."""
     overshooting_reward_scale: float = 0.0
@@ -392,6 +396,11 @@ class Config:
             (self.model.min_stddev >= 0, "model.min-stddev must be >= 0"),
             (self.loss.free_nats >= 0, "loss.free-nats must be >= 0"),
             (self.loss.overshooting_distance >= 0, "loss.overshooting-distance must be >= 0"),
+            (
+                self.loss.overshooting_distance == 0
+                or 1 <= self.loss.overshooting_first_distance <= self.loss.overshooting_distance,
+                "loss.overshooting-first-distance must be in 1..loss.overshooting-distance",
+            ),
             (
                 self.loss.overshooting_distance < self.data.chunk_length,
                 "loss.overshooting-distance must be < data.chunk-length",

@@ -15,9 +15,10 @@ docs/original.md, "Losses" (all terms are means over (t, b)):
     image   -log N(o_t; dec(f_t), 1) summed over the 64·64·3 values          × image_scale  (1)
     reward  -log N(r_t; rew(f_t), 1)                                       × reward_scale (10)
     kl      max(0, KL(q_t ‖ p_t) - free_nats), KL summed over latent dims  × kl_scale     (1)
-    overshooting (off in the paper): the same clamped KL between the posterior q_t (no gradient)
-            and the prior rolled open loop d = 1..D steps from the posterior at t-d (from the
-            zero state for t < d), mean over all valid (d, t, b)      × overshooting_kl_scale;
+    overshooting (off in the paper): the same clamped KL between the posterior q_t (no
+            gradient) and the prior rolled open loop d = first..D steps from the posterior at
+            t-d (from the zero state for t < d; first = 2 as the original at HEAD), mean over
+            all valid (d, t, b)                                   × overshooting_kl_scale;
             optionally the reward NLL of those priors            × overshooting_reward_scale
     global  KL(q_t ‖ N(0, I))                                     × global_kl_scale (0: skipped)
 """
@@ -276,7 +277,12 @@ class WorldModel(nn.Module):
             lc.overshooting_kl_scale > 0 or lc.overshooting_reward_scale > 0
         ):
             os_kl, os_reward = self.overshooting(
-                posterior, action, reward, lc.overshooting_distance, generator
+                posterior,
+                action,
+                reward,
+                lc.overshooting_distance,
+                generator,
+                first=lc.overshooting_first_distance,
             )
             total = total + lc.overshooting_kl_scale * os_kl
             terms["overshooting_kl"] = os_kl
@@ -307,14 +313,18 @@ class WorldModel(nn.Module):
         reward: Tensor,
         distance: int,
         generator: torch.Generator | None = None,
+        first: int = 1,
     ) -> tuple[Tensor, Tensor | None]:
-        """Latent overshooting over distances 1..D: (mean clamped KL, mean reward NLL or None).
+        """Latent overshooting over distances first..D: (mean clamped KL, mean reward NLL or
+        None).
 
         Open-loop priors start from [zero state, q_0, ..., q_{T-2}] (the state before each row);
         after d steps the prior started before row j is compared with the posterior at row
         j + d - 1, which gets no gradient (original ``os_stop_posterior_grad``). Distance 1 is
-        exactly the ordinary prior, so D = 1 gives the plain KL term. Rollouts that would run
-        past the chunk end are dropped (the starting batch shrinks by one row per step).
+        exactly the ordinary prior, so first = D = 1 gives the plain KL term; the original at
+        HEAD uses distances 2..D. Rollouts that would run past the chunk end are dropped (the
+        starting batch shrinks by one row per step) and the mean is over the valid (d, t, b)
+        entries (the original's unapplied mask left padded entries in its mean).
         """
         lc = self.cfg.loss
         T, B = action.shape[:2]
@@ -332,13 +342,15 @@ class WorldModel(nn.Module):
             step_action = action[k : k + n].reshape(n * B, -1)
             prior = self.rssm.img_step(flat, step_action, generator)
             prior = State(*(x.view(n, B, x.shape[-1]) for x in prior))  # rows k .. T-1
+            state = prior
+            if k + 1 < first:  # distance k + 1 is only a step towards the longer ones
+                continue
             kl = self.rssm.kl(State(*(x[k:] for x in target)), prior)  # [n, B]
             kl_sum = kl_sum + (kl - lc.free_nats).clamp(min=0.0).sum()
             if reward_sum is not None:
                 predicted = self.reward_head(self.rssm.features(prior))
                 reward_sum = reward_sum + _unit_normal_nll(reward[k:], predicted).sum()
             count += n * B
-            state = prior
         return kl_sum / count, None if reward_sum is None else reward_sum / count
 
     # -- evaluation --------------------------------------------------------------------------
