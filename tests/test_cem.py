@@ -1,5 +1,6 @@
 """CEM knows nothing about models: tested on objectives with known optima."""
 
+import pytest
 import torch
 
 from planet_torch.planning import CEMIteration, cross_entropy_method
@@ -92,3 +93,41 @@ def test_same_generator_seed_same_plan_and_batched_problems_are_independent():
 def test_zero_iterations_returns_initial_mean():
     plan = cross_entropy_method(lambda a: a.sum(dim=(0, 2)), horizon=5, action_size=3, iterations=0)
     assert torch.equal(plan, torch.zeros(5, 1, 3))
+
+
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_one_iteration_refits_as_a_worked_example(top_k):
+    """The refit of one iteration, by hand from the candidates the objective saw: the elite are
+    the top-k by return; mean = their mean; std = sqrt(population variance + 1e-6). A sample
+    (unbiased) variance, a missing 1e-6 (k = 1: std 0.001, not 0 or NaN), or a refit from the
+    wrong candidates all fail here."""
+    seen = []
+
+    def objective(actions):  # [H, N, A]: the return is the first action of the first dim
+        seen.append(actions.clone())
+        return actions[0, :, 0]
+
+    mean, std = {}, {}
+
+    def record(it):
+        mean["cem"], std["cem"] = it.mean, it.std
+
+    out = cross_entropy_method(
+        objective,
+        horizon=2,
+        action_size=2,
+        candidates=8,
+        top_k=top_k,
+        iterations=1,
+        generator=torch.Generator().manual_seed(3),
+        on_iteration=record,
+    )
+    actions = seen[0]  # [2, 8, 2]
+    elite = actions[:, actions[0, :, 0].argsort(descending=True)[:top_k]]  # [2, k, 2]
+    expected_mean = elite.sum(dim=1) / top_k
+    squares = ((elite - expected_mean[:, None]) ** 2).sum(dim=1) / top_k  # population variance
+    expected_std = (squares + 1e-6) ** 0.5
+    assert torch.allclose(out[:, 0], expected_mean, atol=1e-6)
+    assert torch.allclose(std["cem"][:, 0], expected_std, atol=1e-6)
+    if top_k == 1:
+        assert torch.allclose(std["cem"], torch.full_like(std["cem"], 1e-3))
