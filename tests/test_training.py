@@ -129,6 +129,10 @@ def test_kill_9_then_resume_continues_exactly(reference, tmp_path):
     run = tmp_path / "killed"
     # Die after the checkpoint at 12 updates, once the episode of update 15 is on disk.
     kill_once_written(TRAIN, run, "000006-len10.npz")
+    from planet_torch.training.checkpoint import load_checkpoint
+
+    killed_at = load_checkpoint(run / "checkpoints" / "latest.pt")["counters"]["updates"]
+    assert 0 < killed_at < 24  # the kill landed mid-run, after a checkpoint
     resumed = planet("train", "--resume", "--run-dir", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(reference, run)
