@@ -463,3 +463,26 @@ def test_test_phases_use_planner_test_noise(tmp_path, monkeypatch):
     Trainer(cfg, tmp_path / "run", progress=False).train()
     assert {noise for noise, test in seen if test} == {0.2}
     assert {noise for noise, test in seen if not test} == {0.3}
+
+
+def test_max_hours_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):
+    """``--schedule.max-hours``: the run stops at the time limit between updates, scored and
+    checkpointed; ``--resume`` with a later limit (or none) continues it to total_updates."""
+    import itertools
+    import types
+
+    from planet_torch.training import logging as run_logging
+
+    cfg = override(DEBUG, task="cartpole-balance", schedule={"total_updates": 24})
+    limited = override(cfg, schedule={"max_hours": 0.05})  # 180 s of the clock below
+    ticks = itertools.count()  # a clock that advances 10 s per reading: no machine's speed
+    clock = types.SimpleNamespace(perf_counter=lambda: 10.0 * next(ticks))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(run_logging, "time", clock)
+        first = Trainer(limited, tmp_path / "run", progress=False).train()
+    assert first["finished"] and 0 < first["updates"] < 24
+    assert first["test_returns"]  # it ended with a test phase, as every run does
+    resumed = Trainer(cfg, tmp_path / "run", resume=True, progress=False).train()
+    assert resumed["updates"] == 24 and resumed["finished"]
+    updates = [m["updates"] for m in metrics(tmp_path / "run")]
+    assert updates == sorted(updates)  # one run, continued: no record repeated or lost order
