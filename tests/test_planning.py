@@ -180,3 +180,32 @@ def test_agent_plans_for_a_batch_of_environments_at_once() -> None:
         torch.testing.assert_close(
             single.belief.belief, batched.belief.belief[b : b + 1], atol=1e-5, rtol=1e-5
         )
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a GPU machine)")
+def test_cuda_graph_plans_one_launch_per_decision_with_fresh_noise_and_current_belief() -> None:
+    """README: 'one CUDA graph per decision on GPUs'. The graph is captured once and replayed;
+    each replay reads the agent's current belief and draws fresh noise."""
+    cfg = override(SMALL, planner={"cuda_graph": True, "test_imagination": "mean"})
+    model = _noiseless(_model(cfg)).to("cuda")
+    generator = torch.Generator("cuda").manual_seed(0)
+    agent = PlanetAgent(model, cfg.planner, noise=0.0, generator=generator, test=True)
+    agent.belief = _random_state(model, 1).map(lambda x: x.to("cuda"))
+    first = agent.plan()
+    graph = agent._graph
+    assert graph is not None and not agent._graph_failed  # captured
+    again = agent.plan()
+    assert agent._graph is graph  # replayed, not captured again
+    assert not torch.equal(first, again)  # fresh noise on each replay
+    agent.belief = agent.belief.map(lambda x: x + 1.0)
+    moved = agent.plan()
+    assert agent._static_belief is not None
+    for static, current in zip(agent._static_belief, agent.belief, strict=True):
+        assert torch.equal(static, current)  # the replay read the current belief
+    assert torch.isfinite(moved).all() and moved.abs().max() <= 1.0
+    eager = PlanetAgent(
+        model, override(cfg, planner={"cuda_graph": False}).planner, noise=0.0,
+        generator=torch.Generator("cuda").manual_seed(0), test=True,
+    )  # fmt: skip
+    eager.belief = agent.belief
+    assert eager.plan().shape == moved.shape and eager._graph is None
