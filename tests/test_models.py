@@ -543,8 +543,13 @@ def test_overshooting_targets_get_no_gradient() -> None:
 def test_global_kl_term() -> None:
     batch = blob_batch()
     assert "global_kl" not in make().loss(batch, gen(0))[1]  # scale 0: skipped
-    _, terms = make(tiny(loss={"global_kl_scale": 0.1})).loss(batch, gen(0))
-    assert terms["global_kl"] > 0
+    totals = {}
+    for scale in (0.1, 10.1):  # same weights, same noise: only the global term's weight differs
+        total, terms = make(tiny(loss={"global_kl_scale": scale})).loss(batch, gen(0))
+        totals[scale] = total.item()
+    assert terms["global_kl"] > 0.1  # the posterior is far from N(0, I) on these blobs
+    # total ≈ 11 000 (the image NLL): float32 resolves it to ≈ 0.001, so weigh the term 10×
+    assert totals[10.1] - totals[0.1] == pytest.approx(10 * terms["global_kl"], rel=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------

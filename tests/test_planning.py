@@ -115,7 +115,16 @@ def test_dtype_choice() -> None:
     model = _model(SMALL)
     assert choose_dtype("float32", model, 64) == torch.float32
     assert choose_dtype("bfloat16", model, 64) == torch.bfloat16
-    assert choose_dtype("auto", model, 64) in (torch.float32, torch.bfloat16)
+    from planet_torch.models import precision
+    from planet_torch.planning import latent
+
+    for speedup, dtype in ((2.0, torch.bfloat16), (1.1, torch.float32)):
+        precision.precision_file().unlink(missing_ok=True)  # measure afresh (kept otherwise)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(latent, "_bf16_speedup", lambda *_, s=speedup: s)
+            assert choose_dtype("auto", model, 64) == dtype, speedup
+            patch.setattr(latent, "_bf16_speedup", lambda *_: 9.0)  # a new timing, ignored:
+            assert choose_dtype("auto", model, 64) == dtype  # the kept ratio decides
     ssm = _model(override(SMALL, model={"kind": "ssm"}))
     assert not supports_fast_objective(ssm)
     assert choose_dtype("auto", ssm, 64) == torch.float32
