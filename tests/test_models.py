@@ -269,8 +269,13 @@ def test_fast_layer_is_the_torch_layer(
 
 def test_bfloat16_losses_and_gradients_match_float32() -> None:
     """``model.compute_dtype = "bfloat16"`` changes the arithmetic, not the function: on a model
-    trained a little, the loss terms are within 0.1 % of float32's (KL 0.5 %; measured ≤ 0.1 %)
-    and the gradient points the same way (cosine > 0.999; per layer > 0.99, measured ≥ 0.997)."""
+    trained a little, the loss terms are within 0.1 % of float32's (KL 0.5 %) and the gradient
+    points the same way (cosine > 0.999; per layer > 0.99).
+
+    Headroom, measured on a Zen 4 (avx512_bf16), relative error image / reward / KL: this tiny
+    model 1.0e-5 / 1.2e-5 / 1.0e-3, per-layer cosine ≥ 0.9975; the cpu preset's sizes 1.0e-6 /
+    2.4e-6 / 2.9e-4; paper sizes (3 updates) 9.3e-6 / 4.4e-7 / 7.7e-4. The bounds are ≥ 5× the
+    worst of these (KL: 5e-3 against 1.0e-3; per layer: 0.01 against 0.0025)."""
     cfg = tiny(model={"cnn_depth": 8})
     fp32 = make(cfg)
     trainer = WorldModelTrainer(fp32)
