@@ -54,6 +54,37 @@ def test_multi_task_env_pads_actions_and_hides_the_state() -> None:
         env.close()
 
 
+def played(episode, seed: int) -> str:
+    """The task whose reset frame for ``seed`` is the episode's first frame."""
+    matches = []
+    for task in TASKS.split("+"):
+        cfg = override(DEBUG, task=task, env={"action_repeat": 4})
+        env = make_env(cfg, seed=0)
+        try:
+            if np.array_equal(env.reset(seed).image, episode.image[0]):
+                matches.append(task)
+        finally:
+            env.close()
+    assert len(matches) == 1, matches
+    return matches[0]
+
+
+def test_padded_action_dims_change_nothing() -> None:
+    """cartpole has one action dim of the two the run pads to: the second one is ignored."""
+    cfg = override(DEBUG, task=TASKS, env={"action_repeat": 4})
+    frames = []
+    for padding in (-1.0, 1.0):
+        env = make_env(cfg, seed=0)
+        try:
+            env.reset(episode_seed(0, "train", 0, 2))  # index 0: cartpole
+            assert env.task == "cartpole-balance"  # type: ignore[attr-defined]
+            steps = [env.step(np.array([0.3, padding], np.float32)) for _ in range(3)]
+            frames.append(np.stack([s.observation.image for s in steps]))
+        finally:
+            env.close()
+    assert np.array_equal(frames[0], frames[1])
+
+
 def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path) -> None:
     run = tmp_path / "run"
     result = planet(
@@ -77,11 +108,20 @@ def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path) -> None:
     # and reacher (odd: sparse reward); cartpole ignores the padded second action dim.
     rewards = [float(e.reward.sum()) for e in train]
     assert all(r > 0.5 * DEBUG.env.episode_env_steps for r in rewards[0::2]), rewards
+    # Every stored episode is the task its seed names, even and odd: its first frame is that
+    # task's own reset frame for the seed (rendered by a single-task env).
+    train_played = [played(e, episode_seed(0, "train", i, 2)) for i, e in enumerate(train)]
+    assert train_played == [["cartpole-balance", "reacher-easy"][i % 2] for i in range(len(train))]
+    test = list(EpisodeDir(run / "test_episodes"))
+    first = len(test) - 2  # the last test phase's two episodes
+    last_phase = {
+        played(test[i], episode_seed(0, "test", i, 2)): test[i] for i in (first, first + 1)
+    }
+    assert set(last_phase) == {"cartpole-balance", "reacher-easy"}
     tests = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     scored = [r for r in tests if "test/return" in r]
-    assert scored and all(
-        f"test/return/{t}" in scored[-1] for t in ("cartpole-balance", "reacher-easy")
-    )
+    for task, episode in last_phase.items():  # each task's score is the episode it played
+        assert scored[-1][f"test/return/{task}"] == pytest.approx(float(episode.reward.sum()))
     result = planet("eval", "--run-dir", str(run), "--episodes", "2", "--video", "none")
     assert result.returncode == 0, result.stderr[-2000:]
     scores = json.loads((run / "scores.json").read_text())
