@@ -137,3 +137,37 @@ def test_mixed_action_repeats_are_a_one_line_error(tmp_path: Path) -> None:
         "--run-dir", str(tmp_path / "r"),
     )  # fmt: skip
     assert_one_line_error(result, "--env.action-repeat", "walker-walk 2")
+
+
+def test_multi_task_run_stopped_and_resumed_equals_the_uninterrupted_one(tmp_path: Path) -> None:
+    """Resume is exact for a multi-task run too: the task alternation, the padded actions and
+    the per-task scores continue where the checkpoint left them."""
+    from test_training import metrics
+
+    from planet_torch.training.loop import Trainer
+
+    cfg = override(
+        DEBUG,
+        task=TASKS,
+        env={"action_repeat": 4},
+        schedule={"total_updates": 9, "collect_every_updates": 3, "test_every_updates": 6},
+    )
+    Trainer(cfg, tmp_path / "whole", progress=False).train()
+    after_update = Trainer._after_update
+
+    def stop_at_4(self, *args, **kwargs):  # as Ctrl-C after update 4
+        after_update(self, *args, **kwargs)
+        self.stop_requested = self.stop_requested or self.counters.updates == 4
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "_after_update", stop_at_4)
+        assert Trainer(cfg, tmp_path / "cut", progress=False).train()["updates"] == 4
+    Trainer(cfg, tmp_path / "cut", resume=True, progress=False).train()
+    whole, cut = metrics(tmp_path / "whole"), metrics(tmp_path / "cut")
+    assert any("test/return/reacher-easy" in m for m in cut)
+    assert cut == whole
+    for split in ("train_episodes", "test_episodes"):
+        a, b = (list(EpisodeDir(tmp_path / r / split)) for r in ("whole", "cut"))
+        assert len(a) == len(b) and all(
+            np.array_equal(x.image, y.image) for x, y in zip(a, b, strict=True)
+        )
