@@ -54,17 +54,22 @@ def test_multi_task_env_pads_actions_and_hides_the_state() -> None:
         env.close()
 
 
-def played(episode, seed: int) -> str:
+@pytest.fixture(scope="module")
+def single_task_envs():
+    """One single-task env per task of TASKS, to render a task's reset frame for a seed."""
+    envs = {
+        t: make_env(override(DEBUG, task=t, env={"action_repeat": 4}), 0) for t in TASKS.split("+")
+    }
+    yield envs
+    for env in envs.values():
+        env.close()
+
+
+def played(envs, episode, seed: int) -> str:
     """The task whose reset frame for ``seed`` is the episode's first frame."""
-    matches = []
-    for task in TASKS.split("+"):
-        cfg = override(DEBUG, task=task, env={"action_repeat": 4})
-        env = make_env(cfg, seed=0)
-        try:
-            if np.array_equal(env.reset(seed).image, episode.image[0]):
-                matches.append(task)
-        finally:
-            env.close()
+    matches = [
+        t for t, env in envs.items() if np.array_equal(env.reset(seed).image, episode.image[0])
+    ]
     assert len(matches) == 1, matches
     return matches[0]
 
@@ -85,7 +90,7 @@ def test_padded_action_dims_change_nothing() -> None:
     assert np.array_equal(frames[0], frames[1])
 
 
-def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path) -> None:
+def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path, single_task_envs) -> None:
     run = tmp_path / "run"
     result = planet(
         "train",
@@ -110,12 +115,15 @@ def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path) -> None:
     assert all(r > 0.5 * DEBUG.env.episode_env_steps for r in rewards[0::2]), rewards
     # Every stored episode is the task its seed names, even and odd: its first frame is that
     # task's own reset frame for the seed (rendered by a single-task env).
-    train_played = [played(e, episode_seed(0, "train", i, 2)) for i, e in enumerate(train)]
+    train_played = [
+        played(single_task_envs, e, episode_seed(0, "train", i, 2)) for i, e in enumerate(train)
+    ]
     assert train_played == [["cartpole-balance", "reacher-easy"][i % 2] for i in range(len(train))]
     test = list(EpisodeDir(run / "test_episodes"))
     first = len(test) - 2  # the last test phase's two episodes
     last_phase = {
-        played(test[i], episode_seed(0, "test", i, 2)): test[i] for i in (first, first + 1)
+        played(single_task_envs, test[i], episode_seed(0, "test", i, 2)): test[i]
+        for i in (first, first + 1)
     }
     assert set(last_phase) == {"cartpole-balance", "reacher-easy"}
     tests = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
