@@ -24,7 +24,7 @@ from planet_torch.training.base import CHECKPOINT_NAME, counter_generator, resol
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import episode_seed, run_episode, run_episodes
 from planet_torch.training.logging import read_metrics
-from planet_torch.training.loop import Trainer
+from planet_torch.training.loop import Trainer, trained_world_model
 from planet_torch.training.run_dir import RunDir
 from planet_torch.training.video import write_video
 
@@ -38,13 +38,7 @@ def _agent_factory(
 
         ddpg_agent = load_ddpg_agent(cfg, state, env, device)
         return lambda seed: ddpg_agent
-    if Trainer.learner_key not in state:
-        raise UserError(
-            "this checkpoint holds no PlaNet world model; was it trained with --algo ddpg?"
-        )
-    model = WorldModel(cfg, env.action_size, env.state_size).to(device)
-    model.load_state_dict(state[Trainer.learner_key]["model"])
-    model.eval()
+    model = trained_world_model(cfg, state, env.action_size, env.state_size, device)
     return lambda seed: PlanetAgent(
         model,
         cfg.planner,
@@ -70,9 +64,7 @@ def evaluate_batched(
         ]
         with VectorEnv(cfg, seeds, workers=len(seeds)) as venv:
             if model is None:  # once: the env's sizes are known after the first workers start
-                model = WorldModel(cfg, venv.action_size, venv.state_size).to(device)
-                model.load_state_dict(state[Trainer.learner_key]["model"])
-                model.eval()
+                model = trained_world_model(cfg, state, venv.action_size, venv.state_size, device)
             agent = PlanetAgent(
                 model,
                 cfg.planner,

@@ -43,7 +43,7 @@ from planet_torch.replay.episodes import Episode
 from planet_torch.training.base import CHECKPOINT_NAME, counter_generator, resolve_device
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import episode_seed
-from planet_torch.training.loop import Trainer
+from planet_torch.training.loop import Trainer, trained_world_model
 from planet_torch.training.run_dir import RunDir
 
 CONTEXT = 5
@@ -71,7 +71,7 @@ def _load(run_dir: Path, checkpoint: Path | None, device: torch.device) -> tuple
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; train first (or pass --checkpoint)")
     state = load_checkpoint(path, map_location=device)
-    if Trainer.learner_key not in state:
+    if Trainer.learner_key not in state:  # the message names the file the user passed
         raise UserError(f"{path} holds no PlaNet world model")
     return cfg, state, run
 
@@ -382,9 +382,7 @@ def inspect_run(
     if test is None:
         raise UserError(f"{tests[-1]} could not be read")
     probe = test.state.shape[-1] if test.state is not None else 0
-    model = WorldModel(cfg, test.action.shape[-1], probe).to(torch_device)
-    model.load_state_dict(state[Trainer.learner_key]["model"])
-    model.eval()
+    model = trained_world_model(cfg, state, test.action.shape[-1], probe, torch_device)
     updates = state["counters"]["updates"]
     out = output if output is not None else run.path / f"inspect-{updates:07d}"
     try:

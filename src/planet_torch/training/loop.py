@@ -29,6 +29,7 @@ import torch
 from planet_torch.agents.base import Agent
 from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import Config
+from planet_torch.errors import UserError
 from planet_torch.models import WorldModel, WorldModelTrainer, retain_freed_memory
 from planet_torch.replay import ChunkSampler, batch_to_torch
 from planet_torch.training.base import BaseTrainer, counter_generator, counter_rng
@@ -36,6 +37,20 @@ from planet_torch.training.video import write_video
 
 # Random streams keyed by purpose (collect.SPLIT_STREAM holds the episodes' 0-2).
 _BATCH_STREAM, _TEST_BATCH_STREAM, _PROBE_STREAM = 10, 11, 12
+
+
+def trained_world_model(
+    cfg: Config, state: dict[str, Any], action_size: int, state_size: int, device: torch.device
+) -> WorldModel:
+    """The world model of a PlaNet checkpoint's ``state``, in eval mode on ``device``: what
+    ``planet eval`` plans with and ``planet inspect`` explains (a DDPG checkpoint is refused)."""
+    if Trainer.learner_key not in state:
+        raise UserError(
+            "this checkpoint holds no PlaNet world model; was it trained with --algo ddpg?"
+        )
+    model = WorldModel(cfg, action_size, state_size).to(device)
+    model.load_state_dict(state[Trainer.learner_key]["model"])
+    return model.eval()
 
 
 class Trainer(BaseTrainer):
