@@ -9,7 +9,7 @@ import torch
 from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import PAPER, override
 from planet_torch.models import WorldModel
-from planet_torch.planning.latent import LatentObjective
+from planet_torch.models.imagination import LatentObjective
 
 torch.manual_seed(0)
 model = WorldModel(PAPER, 6).cuda().eval()

@@ -10,7 +10,7 @@ import torch
 from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import DEBUG, PAPER, Config, override
 from planet_torch.models import WorldModel
-from planet_torch.planning.latent import LatentObjective, choose_dtype, supports_fast_objective
+from planet_torch.models.imagination import LatentObjective, choose_dtype, supports_fast_objective
 
 SMALL = override(
     PAPER,
@@ -115,8 +115,8 @@ def test_dtype_choice() -> None:
     model = _model(SMALL)
     assert choose_dtype("float32", model, 64) == torch.float32
     assert choose_dtype("bfloat16", model, 64) == torch.bfloat16
+    from planet_torch.models import imagination as latent
     from planet_torch.models import precision
-    from planet_torch.planning import latent
 
     for speedup, dtype in ((2.0, torch.bfloat16), (1.1, torch.float32)):
         precision.precision_file().unlink(missing_ok=True)  # measure afresh (kept otherwise)

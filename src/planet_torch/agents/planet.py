@@ -22,8 +22,8 @@ from torch import Tensor
 from planet_torch.config import PlannerConfig
 from planet_torch.envs.base import Observation
 from planet_torch.models import State, WorldModel
+from planet_torch.models.imagination import LatentObjective, choose_dtype, supports_fast_objective
 from planet_torch.planning.cem import CEMIteration, cross_entropy_method
-from planet_torch.planning.latent import LatentObjective, choose_dtype, supports_fast_objective
 
 
 class PlanetAgent:
@@ -47,7 +47,7 @@ class PlanetAgent:
         self.batch = batch
         self.on_iteration = on_iteration
         self.action_size = model.action_size
-        # The fast objective (planning/latent.py) where the model allows, in the arithmetic the
+        # The fast objective (models/imagination.py) where the model allows, in the arithmetic the
         # config asks for; the world model's reference imagine_return otherwise.
         self.compute_dtype = choose_dtype(planner.compute_dtype, model, planner.candidates)
         self.objective: LatentObjective | None = None

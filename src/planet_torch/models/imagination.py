@@ -1,5 +1,8 @@
 """The latent planning objective, written for speed: imagine with the RSSM prior, sum rewards.
 
+It lives with the models, not in ``planning/``: the planner (``planning/cem.py``) knows no model
+and receives this objective as a plain function of action sequences.
+
 Same function as ``WorldModel.imagine_return`` (the reference, tested equal in float32), minus
 what planning does not need: no autograd, no stacked State of means/stds, no per-step feature
 concatenation (each step writes its sample and belief straight into one features buffer), the
