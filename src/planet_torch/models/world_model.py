@@ -266,12 +266,16 @@ class WorldModel(nn.Module):
         reward_nll = _unit_normal_nll(reward, self.reward_head(features)).mean()
         kl = self.rssm.kl(posterior, prior)  # [T, B]
         kl_loss = (kl - lc.free_nats).clamp(min=0.0).mean()
-        total = lc.image_scale * image_nll + lc.reward_scale * reward_nll + lc.kl_scale * kl_loss
-        terms: dict[str, Tensor] = {
+        # The objective: named losses and their scales, summed once below.
+        losses: dict[str, Tensor] = {
             "image_nll": image_nll,
             "reward_nll": reward_nll,
-            "kl": kl.mean(),
             "kl_loss": kl_loss,
+        }
+        scales = {
+            "image_nll": lc.image_scale,
+            "reward_nll": lc.reward_scale,
+            "kl_loss": lc.kl_scale,
         }
         if lc.overshooting_distance > 0 and (
             lc.overshooting_kl_scale > 0 or lc.overshooting_reward_scale > 0
@@ -284,23 +288,23 @@ class WorldModel(nn.Module):
                 generator,
                 first=lc.overshooting_first_distance,
             )
-            total = total + lc.overshooting_kl_scale * os_kl
-            terms["overshooting_kl"] = os_kl
+            losses["overshooting_kl"], scales["overshooting_kl"] = os_kl, lc.overshooting_kl_scale
             if os_reward is not None:
-                total = total + lc.overshooting_reward_scale * os_reward
-                terms["overshooting_reward_nll"] = os_reward
+                losses["overshooting_reward_nll"] = os_reward
+                scales["overshooting_reward_nll"] = lc.overshooting_reward_scale
         if lc.global_kl_scale > 0:
-            global_kl = kl_standard_normal(posterior).mean()
-            total = total + lc.global_kl_scale * global_kl
-            terms["global_kl"] = global_kl
+            losses["global_kl"] = kl_standard_normal(posterior).mean()
+            scales["global_kl"] = lc.global_kl_scale
         if self.state_probe is not None:
             if "state" not in batch:
                 raise ValueError("model.state_diagnostics needs batches with a 'state' entry")
             target = batch["state"].to(device, non_blocking=True)  # [T, B, S]
             # Detached: the probe learns to read the features, the model never bends towards it.
             state_nll = _unit_normal_nll(target, self.state_probe(features.detach())).sum(-1)
-            total = total + state_nll.mean()
-            terms["state_nll"] = state_nll.mean()
+            losses["state_nll"], scales["state_nll"] = state_nll.mean(), 1.0
+        total = sum(scales[name] * value for name, value in losses.items())
+        assert isinstance(total, Tensor)
+        terms: dict[str, Tensor] = {**losses, "kl": kl.mean()}
         terms["posterior_std"] = posterior.std.mean()
         terms["prior_std"] = prior.std.mean()
         terms["total"] = total
