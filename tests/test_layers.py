@@ -60,3 +60,40 @@ def test_imports_only_go_down() -> None:
     ]
     assert not upward, upward
     assert imports_between_parts()  # the scan itself sees imports
+
+
+def module_imports() -> dict[str, set[str]]:
+    """planet_torch module -> the planet_torch modules it imports (anywhere in the file)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        name = ".".join(["planet_torch", *rel.parts]).removesuffix(".__init__")
+        graph[name] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("planet_torch"):
+                graph[name].add(node.module or "")
+    return graph
+
+
+def test_no_import_cycles_between_modules() -> None:
+    """No two modules import each other, even lazily (the RSSM and the SSM share latent.py)."""
+    graph = module_imports()
+    cycles = []
+
+    def visit(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                cycles.append([*path[path.index(nxt) :], nxt])
+            elif nxt in graph and nxt not in done:
+                visit(nxt, [*path, nxt])
+        done.add(node)
+
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start not in done:
+            visit(start, [start])
+    # A package's __init__ re-exporting its modules (and a factory there) is no cycle of code.
+    packages = {".".join(["planet_torch", *p.parent.relative_to(PACKAGE).parts]).rstrip(".")
+                for p in PACKAGE.rglob("__init__.py")}  # fmt: skip
+    real = [c for c in cycles if not packages & set(c)]
+    assert not real, real

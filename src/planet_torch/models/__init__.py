@@ -3,19 +3,16 @@
 from planet_torch.models.decoder import Decoder
 from planet_torch.models.encoder import Encoder
 from planet_torch.models.heads import MLP, RewardHead, StateProbe
+from planet_torch.models.latent import LatentModel, State, kl_normal, kl_standard_normal
 from planet_torch.models.preprocess import postprocess, preprocess
-from planet_torch.models.rssm import (
-    RSSM,
-    GRUBlockCell,
-    LatentModel,
-    LSTMBlockCell,
-    State,
-    kl_normal,
-    kl_standard_normal,
-    make_latent_model,
-)
+from planet_torch.models.rssm import RSSM, GRUBlockCell, LSTMBlockCell
 from planet_torch.models.ssm import SSM
-from planet_torch.models.world_model import WorldModel, WorldModelTrainer, retain_freed_memory
+from planet_torch.models.world_model import (
+    WorldModel,
+    WorldModelTrainer,
+    make_latent_model,
+    retain_freed_memory,
+)
 
 __all__ = [
     "MLP",

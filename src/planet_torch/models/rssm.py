@@ -21,7 +21,6 @@ reads), and the GRU's input-side matmuls are fused into one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple
 
 import torch
@@ -29,52 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from planet_torch.models.encoder import glorot_
-
-
-class State(NamedTuple):
-    """A latent state (prior or posterior); every field has the same leading dims [...]."""
-
-    mean: Tensor  # [..., S]
-    std: Tensor  # [..., S]
-    sample: Tensor  # [..., S]
-    belief: Tensor  # [..., H] deterministic state h_t ([..., 0] for the SSM)
-    rnn_state: Tensor  # [..., H] what the cell carries besides h: GRU: h itself; LSTM: cell c
-
-    def map(self, fn: Callable[[Tensor], Tensor]) -> State:
-        """Apply ``fn`` to every field, e.g. ``state.map(lambda x: x[t])``."""
-        return State(*(fn(x) for x in self))
-
-    def detach(self) -> State:
-        return self.map(Tensor.detach)
-
-    @staticmethod
-    def stack(states: Sequence[State], dim: int = 0) -> State:
-        return State(*(torch.stack(list(xs), dim) for xs in zip(*states, strict=True)))
-
-
-def kl_normal_per_dim(q: State, p: State) -> Tensor:
-    """KL(q ‖ p) of diagonal Gaussians per latent dim: [..., S]; float32."""
-    q_mean, q_std, p_mean, p_std = (x.float() for x in (q.mean, q.std, p.mean, p.std))
-    var_ratio = (q_std / p_std).square()
-    mahalanobis = ((q_mean - p_mean) / p_std).square()
-    return 0.5 * (var_ratio + mahalanobis - 1.0 - var_ratio.log())
-
-
-def kl_normal(q: State, p: State) -> Tensor:
-    """KL(q ‖ p) of diagonal Gaussians, summed over the latent dims: [...]; float32."""
-    return kl_normal_per_dim(q, p).sum(-1)
-
-
-def kl_standard_normal(q: State) -> Tensor:
-    """KL(q ‖ N(0, I)) summed over the latent dims: [...]; float32."""
-    mean, std = q.mean.float(), q.std.float()
-    var = std.square()
-    return 0.5 * (var + mean.square() - 1.0 - var.log()).sum(-1)
-
-
-# ---------------------------------------------------------------------------------------------
-# Recurrent cells
-# ---------------------------------------------------------------------------------------------
+from planet_torch.models.latent import (
+    GaussianHead,
+    LatentModel,
+    State,
+    check_sequence,
+    draw_noise,
+    reparameterised,
+)
 
 
 class GRUBlockCell(nn.Module):
@@ -170,130 +131,11 @@ class LSTMBlockCell(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class GaussianHead(nn.Module):
-    """hidden -> (mean, softplus(·) + min_std) with two separate dense layers, as the original.
-
-    ``fused()`` concatenates the two kernels for one matmul inside loops (same function).
-    """
-
-    def __init__(self, hidden_size: int, state_size: int, min_std: float) -> None:
-        super().__init__()
-        self.mean = nn.Linear(hidden_size, state_size)
-        self.std = nn.Linear(hidden_size, state_size)
-        self.min_std = min_std
-
-    def fused(self) -> tuple[Tensor, Tensor]:
-        """(W [hidden, 2S], b [2S])."""
-        weight = torch.cat([self.mean.weight, self.std.weight], 0).t()
-        return weight, torch.cat([self.mean.bias, self.std.bias])
-
-    def split(self, out: Tensor) -> tuple[Tensor, Tensor]:
-        """The fused product [B, 2S] -> (mean, std)."""
-        mean, raw_std = out.chunk(2, -1)
-        # contiguous first: on CPU softplus of the strided half took 28 µs, of a copy 4 µs
-        return mean, F.softplus(raw_std.contiguous()) + self.min_std
-
-    def forward(self, hidden: Tensor) -> tuple[Tensor, Tensor]:
-        return self.mean(hidden), F.softplus(self.std(hidden)) + self.min_std
-
-
-def _noise(
-    shape: Sequence[int], like: Tensor, generator: torch.Generator | None, mean_only: bool
-) -> Tensor | None:
-    if mean_only:
-        return None
-    return torch.randn(tuple(shape), generator=generator, device=like.device, dtype=like.dtype)
-
-
-def _sample(mean: Tensor, std: Tensor, eps: Tensor | None) -> Tensor:
-    return mean if eps is None else torch.addcmul(mean, std, eps)
-
-
-class LatentModel(nn.Module):
-    """What the world model, the planner and the agent use of a latent dynamics model."""
-
-    state_size: int
-    belief_size: int
-    feature_size: int
-    mean_only: bool
-
-    def initial_state(self, batch_size: int, device: torch.device | str | None = None) -> State:
-        """Zeros [B, ...] (the original's start of every chunk and episode)."""
-        device = device if device is not None else next(self.parameters()).device
-        s = torch.zeros(batch_size, self.state_size, device=device)
-        h = torch.zeros(batch_size, self.belief_size, device=device)
-        return State(s, s, s, h, h)  # a zero std is never read: no KL at the initial state
-
-    def features(self, state: State) -> Tensor:
-        """Input of the decoder and the heads: [..., feature_size]."""
-        raise NotImplementedError
-
-    def kl(self, posterior: State, prior: State) -> Tensor:
-        """KL(posterior ‖ prior) summed over latent dims: [...], float32."""
-        return kl_normal(posterior, prior)
-
-    def observe(
-        self,
-        embed: Tensor,
-        action: Tensor,
-        init_state: State | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[State, State]:
-        """Filter a sequence: embed [T, B, E], action [T, B, A] -> (posterior, prior) [T, B, ...].
-
-        ``action[t]`` is the action that led to the observation embedded in ``embed[t]``.
-        """
-        raise NotImplementedError
-
-    def img_step(
-        self, state: State, action: Tensor, generator: torch.Generator | None = None
-    ) -> State:
-        """One open-loop step: state [B, ...], action [B, A] -> prior [B, ...]."""
-        raise NotImplementedError
-
-    def obs_step(
-        self,
-        state: State,
-        action: Tensor,
-        embed: Tensor,
-        generator: torch.Generator | None = None,
-    ) -> tuple[State, State]:
-        """One filtering step: state, action [B, A], embed [B, E] -> (posterior, prior)."""
-        raise NotImplementedError
-
-    def imagine(
-        self,
-        action: Tensor,
-        state: State,
-        generator: torch.Generator | None = None,
-        sample: bool = True,
-    ) -> State:
-        """Open-loop priors: action [T, B, A] from ``state`` [B, ...] -> State [T, B, ...];
-        ``sample=False`` follows the prior means instead of drawing from the priors.
-
-        Row t is the prior after applying ``action[t]``; with ``state`` the posterior at time k
-        and ``action[t]`` = a_{k+t}, row t is the state at time k+t+1 (whose reward is r_{k+t+1}).
-        """
-        states = []
-        for t in range(action.shape[0]):
-            state = self.img_step(state, action[t], generator)
-            if not sample:
-                state = state._replace(sample=state.mean)
-            states.append(state)
-        return State.stack(states)
-
-
 class _Weights(NamedTuple):
     s: Tensor  # [S, hidden]: the state part of the first dense layer, transposed
     x: Tensor  # [hidden, G·H]: the cell's input-side kernel
     bx: Tensor  # [G·H]
     h: tuple[Tensor, Tensor]  # the cell's hidden-side kernels
-
-
-def _check_sequence(embed: Tensor, action: Tensor, embed_size: int, action_size: int) -> None:
-    assert embed.dim() == 3 and embed.shape[-1] == embed_size, embed.shape
-    assert action.dim() == 3 and action.shape[-1] == action_size, action.shape
-    assert embed.shape[:2] == action.shape[:2], (embed.shape, action.shape)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +194,7 @@ class RSSM(LatentModel):
 
     def _prior(self, hidden: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         mean, std = self.prior_out(F.relu(self.prior_hidden(hidden)))
-        return mean, std, _sample(mean, std, eps)
+        return mean, std, reparameterised(mean, std, eps)
 
     def _transition(self, state: State, pre_a: Tensor, eps: Tensor | None, w: _Weights) -> State:
         x = F.relu(torch.addmm(pre_a, state.sample, w.s))  # [B, hidden]
@@ -366,7 +208,7 @@ class RSSM(LatentModel):
         self, state: State, action: Tensor, generator: torch.Generator | None = None
     ) -> State:
         pre_a, w = self._loop_weights(action)
-        eps = _noise(state.sample.shape, state.sample, generator, self.mean_only)
+        eps = draw_noise(state.sample.shape, state.sample, generator, self.mean_only)
         return self._transition(state, pre_a, eps, w)
 
     def imagine(
@@ -379,7 +221,7 @@ class RSSM(LatentModel):
         T, B = action.shape[:2]
         assert action.shape[-1] == self.action_size, action.shape
         pre_a, w = self._loop_weights(action)  # pre_a [T, B, hidden], once for all T
-        eps = _noise((T, B, self.state_size), pre_a, generator, self.mean_only or not sample)
+        eps = draw_noise((T, B, self.state_size), pre_a, generator, self.mean_only or not sample)
         states = []
         for t in range(T):
             state = self._transition(state, pre_a[t], None if eps is None else eps[t], w)
@@ -396,8 +238,8 @@ class RSSM(LatentModel):
         prior = self.img_step(state, action, generator)
         z = F.relu(self.posterior_hidden(torch.cat([prior.belief, embed], -1)))
         mean, std = self.posterior_out(z)
-        eps = _noise(mean.shape, mean, generator, self.mean_only)
-        posterior = State(mean, std, _sample(mean, std, eps), prior.belief, prior.rnn_state)
+        eps = draw_noise(mean.shape, mean, generator, self.mean_only)
+        posterior = State(mean, std, reparameterised(mean, std, eps), prior.belief, prior.rnn_state)
         return posterior, prior
 
     def observe(
@@ -407,7 +249,7 @@ class RSSM(LatentModel):
         init_state: State | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[State, State]:
-        _check_sequence(embed, action, self.embed_size, self.action_size)
+        check_sequence(embed, action, self.embed_size, self.action_size)
         T, B = action.shape[:2]
         state = init_state if init_state is not None else self.initial_state(B, embed.device)
         S, H = self.state_size, self.belief_size
@@ -417,7 +259,7 @@ class RSSM(LatentModel):
         w_h = post_w[:, :H].t()  # [H, hid]
         pre_e = F.linear(embed, post_w[:, H:], self.posterior_hidden.bias)  # [T, B, hid]
         w_out, b_out = self.posterior_out.fused()
-        eps = _noise((2, T, B, S), pre_a, generator, self.mean_only)  # posterior, prior noise
+        eps = draw_noise((2, T, B, S), pre_a, generator, self.mean_only)  # posterior, prior noise
 
         s, h, c = state.sample, state.belief, state.rnn_state
         xs, hs, cs, means, stds, samples = [], [], [], [], [], []
@@ -426,7 +268,7 @@ class RSSM(LatentModel):
             h, c = self.cell.step(torch.addmm(w.bx, x, w.x), h, c, w.h)  # [B, H]
             z = F.relu(torch.addmm(pre_e[t], h, w_h))
             mean, std = self.posterior_out.split(torch.addmm(b_out, z, w_out))  # [B, S]
-            s = _sample(mean, std, None if eps is None else eps[0, t])
+            s = reparameterised(mean, std, None if eps is None else eps[0, t])
             xs.append(x)
             hs.append(h)
             cs.append(c)
@@ -442,36 +284,3 @@ class RSSM(LatentModel):
         prior_in = belief if self.future_rnn else torch.stack(xs)
         mean, std, sample = self._prior(prior_in, None if eps is None else eps[1])
         return posterior, State(mean, std, sample, belief, rnn_state)
-
-
-def make_latent_model(
-    kind: Literal["rssm", "ssm"],
-    action_size: int,
-    embed_size: int,
-    *,
-    state_size: int,
-    belief_size: int,
-    hidden_size: int,
-    min_std: float,
-    cell: Literal["gru", "lstm"] = "gru",
-    future_rnn: bool = True,
-    mean_only: bool = False,
-) -> LatentModel:
-    """Build the latent model named by ``ModelConfig.kind``."""
-    if kind == "rssm":
-        return RSSM(
-            action_size,
-            embed_size,
-            state_size,
-            belief_size,
-            hidden_size,
-            min_std,
-            cell,
-            future_rnn,
-            mean_only,
-        )
-    if kind == "ssm":
-        from planet_torch.models.ssm import SSM
-
-        return SSM(action_size, embed_size, state_size, hidden_size, min_std, mean_only)
-    raise ValueError(f"unknown latent model {kind!r}")

@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from planet_torch.models.encoder import glorot_
-from planet_torch.models.rssm import (
+from planet_torch.models.latent import (
     GaussianHead,
     LatentModel,
     State,
-    _check_sequence,
-    _noise,
-    _sample,
+    check_sequence,
+    draw_noise,
+    reparameterised,
 )
 
 
@@ -56,7 +56,7 @@ class SSM(LatentModel):
     def _prior_step(self, s: Tensor, pre_a: Tensor, w_s: Tensor, eps: Tensor | None) -> State:
         mean, std = self.prior_out(F.relu(torch.addmm(pre_a, s, w_s)))
         empty = self._empty(mean)
-        return State(mean, std, _sample(mean, std, eps), empty, empty)
+        return State(mean, std, reparameterised(mean, std, eps), empty, empty)
 
     def _split_prior_in(self, action: Tensor) -> tuple[Tensor, Tensor]:
         weight = self.prior_hidden.weight
@@ -67,7 +67,7 @@ class SSM(LatentModel):
         self, state: State, action: Tensor, generator: torch.Generator | None = None
     ) -> State:
         w_s, pre_a = self._split_prior_in(action)
-        eps = _noise(state.sample.shape, state.sample, generator, self.mean_only)
+        eps = draw_noise(state.sample.shape, state.sample, generator, self.mean_only)
         return self._prior_step(state.sample, pre_a, w_s, eps)
 
     def imagine(
@@ -79,7 +79,7 @@ class SSM(LatentModel):
     ) -> State:
         T, B = action.shape[:2]
         w_s, pre_a = self._split_prior_in(action)  # [T, B, hidden] once for all T
-        eps = _noise((T, B, self.state_size), pre_a, generator, self.mean_only or not sample)
+        eps = draw_noise((T, B, self.state_size), pre_a, generator, self.mean_only or not sample)
         states = []
         for t in range(T):
             state = self._prior_step(state.sample, pre_a[t], w_s, None if eps is None else eps[t])
@@ -89,7 +89,7 @@ class SSM(LatentModel):
     def _posterior(self, prior: State, embed: Tensor, eps: Tensor | None) -> State:
         z = F.relu(self.posterior_hidden(torch.cat([prior.mean, prior.std, embed], -1)))
         mean, std = self.posterior_out(z)
-        return State(mean, std, _sample(mean, std, eps), prior.belief, prior.rnn_state)
+        return State(mean, std, reparameterised(mean, std, eps), prior.belief, prior.rnn_state)
 
     def obs_step(
         self,
@@ -99,7 +99,7 @@ class SSM(LatentModel):
         generator: torch.Generator | None = None,
     ) -> tuple[State, State]:
         prior = self.img_step(state, action, generator)
-        eps = _noise(prior.mean.shape, prior.mean, generator, self.mean_only)
+        eps = draw_noise(prior.mean.shape, prior.mean, generator, self.mean_only)
         return self._posterior(prior, embed, eps), prior
 
     def observe(
@@ -109,7 +109,7 @@ class SSM(LatentModel):
         init_state: State | None = None,
         generator: torch.Generator | None = None,
     ) -> tuple[State, State]:
-        _check_sequence(embed, action, self.embed_size, self.action_size)
+        check_sequence(embed, action, self.embed_size, self.action_size)
         T, B = action.shape[:2]
         S = self.state_size
         state = init_state if init_state is not None else self.initial_state(B, embed.device)
@@ -119,7 +119,7 @@ class SSM(LatentModel):
         pre_e = F.linear(embed, post_w[:, 2 * S :], self.posterior_hidden.bias)  # [T, B, hidden]
         w_prior, b_prior = self.prior_out.fused()
         w_post, b_post = self.posterior_out.fused()
-        eps = _noise((2, T, B, S), pre_a, generator, self.mean_only)
+        eps = draw_noise((2, T, B, S), pre_a, generator, self.mean_only)
         s = state.sample
         priors: list[tuple[Tensor, Tensor]] = []
         posts: list[tuple[Tensor, Tensor, Tensor]] = []
@@ -128,13 +128,17 @@ class SSM(LatentModel):
             p_mean, p_std = self.prior_out.split(torch.addmm(b_prior, y, w_prior))
             z = F.relu(torch.addmm(torch.addmm(pre_e[t], p_mean, w_pm), p_std, w_ps))
             mean, std = self.posterior_out.split(torch.addmm(b_post, z, w_post))
-            s = _sample(mean, std, None if eps is None else eps[0, t])
+            s = reparameterised(mean, std, None if eps is None else eps[0, t])
             priors.append((p_mean, p_std))
             posts.append((mean, std, s))
         p_mean, p_std = (torch.stack(x) for x in zip(*priors, strict=True))
         mean, std, sample = (torch.stack(x) for x in zip(*posts, strict=True))
         empty = self._empty(mean)
         prior = State(
-            p_mean, p_std, _sample(p_mean, p_std, None if eps is None else eps[1]), empty, empty
+            p_mean,
+            p_std,
+            reparameterised(p_mean, p_std, None if eps is None else eps[1]),
+            empty,
+            empty,
         )
         return State(mean, std, sample, empty, empty), prior

@@ -29,7 +29,7 @@ import contextlib
 import math
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -38,9 +38,11 @@ from planet_torch.config import Config, OptimConfig
 from planet_torch.models.decoder import Decoder
 from planet_torch.models.encoder import IMAGE_SHAPE, Encoder
 from planet_torch.models.heads import RewardHead, StateProbe
+from planet_torch.models.latent import LatentModel, State, kl_standard_normal
 from planet_torch.models.precision import choose_model_dtype
 from planet_torch.models.preprocess import postprocess, preprocess
-from planet_torch.models.rssm import LatentModel, State, kl_standard_normal, make_latent_model
+from planet_torch.models.rssm import RSSM
+from planet_torch.models.ssm import SSM
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _PIXELS = math.prod(IMAGE_SHAPE)
@@ -105,6 +107,37 @@ def retain_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4  # from glibc's malloc.h
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
+def make_latent_model(
+    kind: Literal["rssm", "ssm"],
+    action_size: int,
+    embed_size: int,
+    *,
+    state_size: int,
+    belief_size: int,
+    hidden_size: int,
+    min_std: float,
+    cell: Literal["gru", "lstm"] = "gru",
+    future_rnn: bool = True,
+    mean_only: bool = False,
+) -> LatentModel:
+    """Build the latent model named by ``ModelConfig.kind``."""
+    if kind == "rssm":
+        return RSSM(
+            action_size,
+            embed_size,
+            state_size,
+            belief_size,
+            hidden_size,
+            min_std,
+            cell,
+            future_rnn,
+            mean_only,
+        )
+    if kind == "ssm":
+        return SSM(action_size, embed_size, state_size, hidden_size, min_std, mean_only)
+    raise ValueError(f"unknown latent model {kind!r}")
 
 
 class WorldModel(nn.Module):

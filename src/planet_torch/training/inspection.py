@@ -36,7 +36,7 @@ from planet_torch.envs.dmc import DmcEnv
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write, atomic_write_text
 from planet_torch.models import State, WorldModel
-from planet_torch.models.rssm import kl_normal_per_dim
+from planet_torch.models.latent import kl_normal_per_dim
 from planet_torch.planning.cem import CEMIteration
 from planet_torch.replay import EpisodeDir
 from planet_torch.replay.episodes import Episode
