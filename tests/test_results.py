@@ -112,7 +112,9 @@ def test_table_lists_every_task_with_published_rows():
     assert len(lines) == 2 + 6
     walker = next(x for x in lines if x.startswith("| walker-walk |"))
     # mean ± sample std (n - 1) of 200 and 300
-    assert walker == "| walker-walk | 250 ± 71 | 2 | 41 | 224 | 277 | 62-62 | 4750 |"
+    assert walker == "| walker-walk | 250 ± 71 | 2 | 41 | 224 | 277 | 62 | 4750 |"  # one quiet run
+    both = results_table([r | {"quiet": "yes"} for r in runs], [])
+    assert "| 277 | 62-92 | 4750 |" in both  # the range of the quiet runs
     assert "| cup-catch | not run yet | 0 |  | 0 | 246 |" in table
     single = results_table(runs[:1], [])
     assert "| walker-walk | 200 | 1 |" in single  # one seed: no spread to show

@@ -249,8 +249,9 @@ def results_table(
             for r in mine
             if r.get("quiet") == "yes"
         ]
+        low, high = (f"{min(minutes):.0f}", f"{max(minutes):.0f}") if minutes else ("", "")
         span = (
-            f"{min(minutes):.0f}-{max(minutes):.0f}" if minutes else ("shared CPU" if mine else "")
+            (low if low == high else f"{low}-{high}") if minutes else ("shared CPU" if mine else "")
         )
         updates = ", ".join(sorted({str(r["updates"]) for r in mine}))
         rnd = f"{randoms[task]:.0f}" if task in randoms else ""
