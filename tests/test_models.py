@@ -339,9 +339,10 @@ def test_auto_precision_is_measured_once_per_machine_across_processes(tmp_path) 
     import subprocess
     import sys
 
-    script = (
-        "import torch; from planet_torch.models.precision import choose_model_dtype as c; "
-        "d, why = c(torch.device('cpu'), 2, 8); print(d, '|', why)"
+    script = (  # busy-CPU detection off: this test is about keeping, not about the machine
+        "import torch; from planet_torch.models import precision as p; "
+        "p._cpu_busy_seconds = lambda: None; "
+        "d, why = p.choose_model_dtype(torch.device('cpu'), 2, 8); print(d, '|', why)"
     )
 
     def choose(threads: int) -> str:
@@ -363,6 +364,30 @@ def test_auto_precision_is_measured_once_per_machine_across_processes(tmp_path) 
     assert len(kept) == 1 and "1 threads" in next(iter(kept))
     assert "measured now" in choose(2)  # 2 threads: its own entry
     assert len(json.loads((tmp_path / "precision.json").read_text())) == 2
+
+
+def test_a_measurement_beside_busy_processes_is_not_kept(monkeypatch) -> None:
+    """Other processes busy during the timing: the ratio serves this process only; the next one
+    measures again, and a quiet measurement is kept."""
+    import itertools
+    import time
+
+    from planet_torch.models import precision
+
+    def slow_measure() -> float:  # long enough for /proc/stat's ticks to judge it
+        time.sleep(0.3)
+        return 1.5
+
+    machine_busy = itertools.count(step=100.0)  # 100 CPU-seconds elsewhere per reading: busy
+    monkeypatch.setattr(precision, "_cpu_busy_seconds", lambda: next(machine_busy))
+    speedup, why = precision.remembered_speedup("probe", slow_measure)
+    assert speedup == 1.5 and "not kept" in why and "other processes used" in why
+    assert not precision.precision_file().exists()
+    machine_quiet = itertools.repeat(5.0)  # nothing ran elsewhere
+    monkeypatch.setattr(precision, "_cpu_busy_seconds", lambda: next(machine_quiet))
+    assert "measured now, kept in" in precision.remembered_speedup("probe", slow_measure)[1]
+    assert "kept in" in precision.remembered_speedup("probe", lambda: 9.0)[1]  # read, not timed
+    assert precision.remembered_speedup("probe", lambda: 9.0)[0] == 1.5
 
 
 def test_auto_precision_survives_an_unwritable_cache(tmp_path, monkeypatch) -> None:

@@ -84,11 +84,44 @@ def _read_kept() -> dict[str, Any]:
     return kept if isinstance(kept, dict) else {}
 
 
+BUSY_ELSEWHERE_MAX = 0.1
+"""A measurement is kept only if other processes used at most this share of the machine's CPUs
+while it ran: one taken beside a plotting command (1.12× where the quiet machine measures
+1.3-2.5×) had chosen float32 for every later run of the machine (session 8, BENCHMARKS.md)."""
+
+
+def _cpu_busy_seconds() -> float | None:
+    """CPU-seconds all processes of the machine have been busy since boot (/proc/stat's first
+    line), or None where that is unknown."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
+    except (OSError, ValueError):
+        return None
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure_alone(measure: Callable[[], float]) -> tuple[float, float | None]:
+    """``measure()``, and the share of the machine's CPUs other processes used meanwhile."""
+    busy, own, wall = _cpu_busy_seconds(), time.process_time(), time.perf_counter()
+    speedup = measure()
+    busy_after = _cpu_busy_seconds()
+    if busy is None or busy_after is None:
+        return speedup, None
+    own, wall = time.process_time() - own, time.perf_counter() - wall
+    if wall < 0.25:  # /proc/stat counts 10 ms ticks: too coarse to judge a shorter measurement
+        return speedup, None
+    elsewhere = (busy_after - busy - own) / (max(wall, 1e-9) * (os.cpu_count() or 1))
+    return speedup, max(0.0, elsewhere)
+
+
 def remembered_speedup(probe: str, measure: Callable[[], float]) -> tuple[float, str]:
     """``measure()`` once per machine and ``probe``, then the kept value: (speedup, where from).
 
     Under a lock on the cache folder: runs started together measure once, and all read the
     same value (the others wait for the first one's measurement instead of timing beside it).
+    A measurement taken while other processes kept the CPUs busy is used by this process only,
+    not kept: the next process measures again.
     """
     try:
         precision_file().parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +138,12 @@ def remembered_speedup(probe: str, measure: Callable[[], float]) -> tuple[float,
         if isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float)):
             when = entry.get("measured", "?")
             return float(entry["speedup"]), f"measured {when}, kept in {precision_file()}"
-        speedup = measure()
+        speedup, elsewhere = _measure_alone(measure)
+        if elsewhere is not None and elsewhere > BUSY_ELSEWHERE_MAX:
+            return speedup, (
+                f"measured now while other processes used {elsewhere:.0%} of the CPUs: not kept, "
+                "the next run measures again"
+            )
         mine[probe] = {"speedup": round(speedup, 4), "measured": datetime.date.today().isoformat()}
         kept[key] = mine
         try:
