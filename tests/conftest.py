@@ -11,3 +11,6 @@ def _own_machine_cache(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PLANET_TORCH_CACHE_DIR", str(tmp_path_factory.mktemp("machine-cache")))
+    from planet_torch.models import precision
+
+    monkeypatch.setattr(precision, "_NOT_KEPT", {})  # as a fresh process

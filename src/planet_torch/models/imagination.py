@@ -25,7 +25,6 @@ measures instead of guessing.
 
 from __future__ import annotations
 
-import functools
 from typing import Literal
 
 import torch
@@ -54,7 +53,6 @@ def supports_fast_objective(model: WorldModel) -> bool:
     )
 
 
-@functools.cache
 def _bf16_speedup(device_type: str, rows: int, inner: int, cols: int) -> float:
     """fp32 time / bf16 time of one addmm of the planner's largest shape on this machine."""
     a, w, b = torch.randn(rows, inner), torch.randn(inner, cols), torch.randn(cols)

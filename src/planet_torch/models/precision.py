@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import fcntl
-import functools
 import json
 import os
 import time
@@ -115,6 +114,11 @@ def _measure_alone(measure: Callable[[], float]) -> tuple[float, float | None]:
     return speedup, max(0.0, elsewhere)
 
 
+_NOT_KEPT: dict[str, float] = {}
+"""Ratios this process measured but could not keep (busy CPU, unwritable cache): it goes on
+using them, so that its own models all run in one precision."""
+
+
 def remembered_speedup(probe: str, measure: Callable[[], float]) -> tuple[float, str]:
     """``measure()`` once per machine and ``probe``, then the kept value: (speedup, where from).
 
@@ -127,7 +131,11 @@ def remembered_speedup(probe: str, measure: Callable[[], float]) -> tuple[float,
         precision_file().parent.mkdir(parents=True, exist_ok=True)
         lock = open(precision_file().with_suffix(".lock"), "a")  # noqa: SIM115 (held below)
     except OSError as error:  # a read-only home: choose per process, and say so
-        return measure(), f"measured now; not kept ({cache_dir()}: {error.strerror})"
+        if probe not in _NOT_KEPT:
+            _NOT_KEPT[probe] = measure()
+        return _NOT_KEPT[
+            probe
+        ], f"measured in this process; not kept ({cache_dir()}: {error.strerror})"
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         kept = _read_kept()
@@ -138,8 +146,11 @@ def remembered_speedup(probe: str, measure: Callable[[], float]) -> tuple[float,
         if isinstance(entry, dict) and isinstance(entry.get("speedup"), (int, float)):
             when = entry.get("measured", "?")
             return float(entry["speedup"]), f"measured {when}, kept in {precision_file()}"
+        if probe in _NOT_KEPT:  # never write a value measured on a busy CPU later on
+            return _NOT_KEPT[probe], "measured earlier in this process; not kept"
         speedup, elsewhere = _measure_alone(measure)
         if elsewhere is not None and elsewhere > BUSY_ELSEWHERE_MAX:
+            _NOT_KEPT[probe] = speedup
             return speedup, (
                 f"measured now while other processes used {elsewhere:.0%} of the CPUs: not kept, "
                 "the next run measures again"
@@ -149,16 +160,17 @@ def remembered_speedup(probe: str, measure: Callable[[], float]) -> tuple[float,
         try:
             atomic_write_text(precision_file(), json.dumps(kept, indent=2, sort_keys=True) + "\n")
         except (OSError, UserError) as error:  # a full disk: keep training, measure next time
+            _NOT_KEPT[probe] = speedup
             reason = getattr(error, "strerror", None) or str(error)
             return speedup, f"measured now; not kept ({precision_file()}: {reason})"
     return speedup, f"measured now, kept in {precision_file()}"
 
 
-@functools.cache
 def conv_bf16_speedup(cnn_depth: int, feature_size: int, frames: int = 32) -> float:
     """fp32 / bf16 time of one forward + backward of a fresh encoder and decoder of this size
     on ``frames`` images, under CPU autocast as :class:`WorldModel` runs them (≈ 0.5 s at
-    depth 32; cached per process)."""
+    depth 32). Not cached here: :func:`remembered_speedup` keeps it (a per-process cache had
+    written a busy measurement into the kept file after the file was deleted)."""
     # A model often first runs while acting, under inference_mode or no_grad: the probe trains.
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
         torch.manual_seed(0)  # fork_rng: the caller's random stream stays as it was
