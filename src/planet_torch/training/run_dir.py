@@ -16,6 +16,7 @@ runs/<name>/
 from __future__ import annotations
 
 import datetime
+import errno
 import fcntl
 import json
 import os
@@ -82,10 +83,20 @@ class WriterLock:
             self._held[self._key] = (held[0], held[1] + 1)
             self._holding = True
             return self
-        handle = open(self.path, "a+")  # noqa: SIM115 -- held for the life of the run
+        try:
+            handle = open(self.path, "a+")  # noqa: SIM115 -- held for the life of the run
+        except OSError as error:
+            raise UserError(
+                f"cannot write {self.path} ({error.strerror}); choose another --run-dir"
+            ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):  # no locks on this file system
+                handle.close()
+                self._holding = True  # nothing held; release() has nothing to drop
+                self._held[self._key] = (open(os.devnull), 1)  # noqa: SIM115
+                return self
             handle.seek(0)
             holder = handle.read().strip() or "another process"
             handle.close()
