@@ -110,7 +110,7 @@ def _measure_alone(measure: Callable[[], float]) -> tuple[float, float | None]:
     own, wall = time.process_time() - own, time.perf_counter() - wall
     if wall < 0.25:  # /proc/stat counts 10 ms ticks: too coarse to judge a shorter measurement
         return speedup, None
-    elsewhere = (busy_after - busy - own) / (max(wall, 1e-9) * (os.cpu_count() or 1))
+    elsewhere = (busy_after - busy - own) / (wall * (os.cpu_count() or 1))
     return speedup, max(0.0, elsewhere)
 
 
@@ -133,9 +133,8 @@ def remembered_speedup(probe: str, measure: Callable[[], float]) -> tuple[float,
     except OSError as error:  # a read-only home: choose per process, and say so
         if probe not in _NOT_KEPT:
             _NOT_KEPT[probe] = measure()
-        return _NOT_KEPT[
-            probe
-        ], f"measured in this process; not kept ({cache_dir()}: {error.strerror})"
+        speedup = _NOT_KEPT[probe]
+        return speedup, f"measured in this process; not kept ({cache_dir()}: {error.strerror})"
     with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         kept = _read_kept()

@@ -67,7 +67,7 @@ class WriterLock:
     """
 
     _held: ClassVar[
-        dict[str, tuple[IO[str], int]]
+        dict[str, tuple[IO[str] | None, int]]
     ] = {}  # resolved folder -> (open lock file, holders)
 
     def __init__(self, folder: Path) -> None:
@@ -94,8 +94,8 @@ class WriterLock:
         except OSError as error:
             if error.errno not in (errno.EAGAIN, errno.EACCES):  # no locks on this file system
                 handle.close()
-                self._holding = True  # nothing held; release() has nothing to drop
-                self._held[self._key] = (open(os.devnull), 1)  # noqa: SIM115
+                self._held[self._key] = (None, 1)  # run unlocked
+                self._holding = True
                 return self
             handle.seek(0)
             holder = handle.read().strip() or "another process"
@@ -123,7 +123,7 @@ class WriterLock:
         handle, count = self._held.pop(self._key)
         if count > 1:
             self._held[self._key] = (handle, count - 1)
-        else:
+        elif handle is not None:
             handle.close()  # closing the file drops the flock
 
     def __enter__(self) -> WriterLock:
