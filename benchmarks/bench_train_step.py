@@ -48,6 +48,8 @@ VARIANTS: dict[str, str] = {
     "fast": "as shipped: channels-last, in-place ReLU, T·B frames per conv call, sub-pixel last "
     "deconv, 1×1 deconv as matmul, fused squared error, bias after the deconvs, im2col weight "
     "gradient of the last conv; retain_freed_memory()",
+    "plain": "the plain reference modules (model.fast_kernels off: torch's own layers and "
+    "RSSM loops; channels-last, in-place ReLUs and the fast kernels all off)",
     "thp_no_retain": "no retain_freed_memory(), THP_MEM_ALLOC_ENABLE=1 instead",
     "no_retain": "neither retain_freed_memory() nor THP: every update page-faults its tensors",
     "nchw": "contiguous NCHW activations instead of channels-last",
@@ -87,14 +89,8 @@ def _apply_one(model: Any, variant: str) -> None:
         last = model.decoder.net[-1]
         last.forward = types.MethodType(nn.ConvTranspose2d.forward, last)
     elif variant == "deconv1_convT":
-        layer = model.decoder.deconv1
-        k, c_in, c_out = layer.kernel_size, layer.in_channels, layer.out_channels
-
-        def as_conv_transpose(x: torch.Tensor) -> torch.Tensor:
-            weight = layer.weight.view(c_in, k, k, c_out).permute(0, 3, 1, 2)
-            return F.conv_transpose2d(x[:, :, None, None], weight, layer.bias, stride=2)
-
-        layer.forward = as_conv_transpose
+        first = model.decoder.net[0]
+        first.forward = types.MethodType(nn.ConvTranspose2d.forward, first)
     elif variant == "mse_loss":
 
         class MseLoss:
@@ -115,7 +111,7 @@ def _apply_one(model: Any, variant: str) -> None:
         last_conv = model.encoder.net[-2]
         last_conv.forward = types.MethodType(nn.Conv2d.forward, last_conv)
     elif variant == "bias_inside":
-        from planet_torch.models.decoder import BiasAfterConvTranspose2d, _SubPixelConvTranspose
+        from planet_torch.models.fast import BiasAfterConvTranspose2d, _SubPixelConvTranspose
 
         for module in model.decoder.modules():
             if isinstance(module, BiasAfterConvTranspose2d):
@@ -123,7 +119,7 @@ def _apply_one(model: Any, variant: str) -> None:
         _SubPixelConvTranspose.backward = staticmethod(_bias_inside_backward)  # type: ignore[method-assign]
     elif variant == "bf16":
         model.compute_dtype = torch.bfloat16  # = model.compute_dtype "bfloat16" in the config
-    elif variant not in ("fast", "thp_no_retain", "no_retain"):
+    elif variant not in ("fast", "plain", "thp_no_retain", "no_retain"):
         raise SystemExit(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
 
 
@@ -219,10 +215,13 @@ def clean_timings(
 def child(preset: str, variant: str, warmup: int, repeats: int) -> dict[str, Any]:
     import torch
 
+    from planet_torch.config import override
     from planet_torch.config import preset as get_preset
     from planet_torch.models import WorldModel, WorldModelTrainer
 
     cfg = get_preset(preset)
+    if "plain" in variant.split("+"):
+        cfg = override(cfg, model={"fast_kernels": False})
     action_size = 6  # cheetah-run
     torch.manual_seed(0)
     model = WorldModel(cfg, action_size)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -28,12 +28,6 @@ from planet_torch.models import (
     postprocess,
     preprocess,
 )
-from planet_torch.models.decoder import (
-    BiasAfterConvTranspose2d,
-    Deconv1x1,
-    SubPixelConvTranspose2d,
-)
-from planet_torch.models.encoder import Im2colGradConv2d
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 PIXEL_CONST = 64 * 64 * 3 * HALF_LOG_2PI  # the image NLL of a perfect prediction
@@ -114,8 +108,12 @@ def test_paper_preset_is_the_original() -> None:
     assert hidden == [300, 300, 300, 1]
     assert model.decoder.dense.out_features == 1024  # dense(1024), no activation, then deconvs
     deconvs = [m for m in model.decoder.net if isinstance(m, nn.ConvTranspose2d)]
-    assert [(d.out_channels, d.kernel_size[0]) for d in deconvs] == [(64, 5), (32, 6), (3, 6)]
-    assert (model.decoder.deconv1.out_channels, model.decoder.deconv1.kernel_size) == (128, 5)
+    assert [(d.out_channels, d.kernel_size[0], d.stride[0]) for d in deconvs] == [
+        (128, 5, 2),
+        (64, 5, 2),
+        (32, 6, 2),
+        (3, 6, 2),
+    ]
     convs = [m for m in model.encoder.net if isinstance(m, nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size[0], c.stride[0]) for c in convs] == [
         (32, 4, 2),
@@ -130,13 +128,13 @@ def test_gru_cell_is_tf_gru_block_cell() -> None:
     torch.manual_seed(0)
     n_in, n_h, B = 5, 7, 3
     cell = GRUBlockCell(n_in, n_h)
-    assert torch.all(cell.bias_ru == 1.0) and torch.all(cell.bias_c == 0.0)
+    assert torch.all(cell.gates.bias == 1.0) and torch.all(cell.candidate.bias == 0.0)
     with torch.no_grad():  # non-trivial biases to check their placement too
-        cell.bias_ru.uniform_(-1, 1)
-        cell.bias_c.uniform_(-1, 1)
+        cell.gates.bias.uniform_(-1, 1)
+        cell.candidate.bias.uniform_(-1, 1)
     x, h = torch.randn(B, n_in), torch.randn(B, n_h)
-    w_ru, b_ru = cell.weight_ru.detach().numpy(), cell.bias_ru.detach().numpy()
-    w_c, b_c = cell.weight_c.detach().numpy(), cell.bias_c.detach().numpy()
+    w_ru, b_ru = cell.gates.weight.detach().numpy().T, cell.gates.bias.detach().numpy()
+    w_c, b_c = cell.candidate.weight.detach().numpy().T, cell.candidate.bias.detach().numpy()
     xn, hn = x.numpy(), h.numpy()
 
     def sigmoid(v: np.ndarray) -> np.ndarray:
@@ -205,66 +203,6 @@ def test_shapes_through_every_module() -> None:
         assert rssm.img_step(last, action[0]).belief.shape == (B, H)
         post1, prior1 = rssm.obs_step(last, action[0], embed[0])
         assert post1.sample.shape == prior1.sample.shape == (B, 6)
-
-
-def test_deconv1x1_is_conv_transpose_on_1x1() -> None:
-    torch.manual_seed(0)
-    layer = Deconv1x1(8, 5, 5)
-    with torch.no_grad():
-        layer.bias.uniform_(-1, 1)
-    x = torch.randn(3, 8)
-    weight = layer.weight.view(8, 5, 5, 5).permute(0, 3, 1, 2)  # [in, out, k, k]
-    expected = F.conv_transpose2d(x[:, :, None, None], weight, layer.bias, stride=2)
-    torch.testing.assert_close(layer(x), expected)
-
-
-@pytest.mark.parametrize(
-    "make_fast,make_ref,channels,size",
-    [
-        (lambda: SubPixelConvTranspose2d(6, 3, 6), lambda: nn.ConvTranspose2d(6, 3, 6, 2), 6, 9),
-        (
-            lambda: BiasAfterConvTranspose2d(6, 4, 5, stride=2),
-            lambda: nn.ConvTranspose2d(6, 4, 5, stride=2),
-            6,
-            7,
-        ),
-        # the encoder's last conv (6 → 2), and a map whose last row the stride leaves out
-        (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 6),
-        (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 9),
-    ],
-    ids=["subpixel", "bias_after", "im2col_6", "im2col_9"],
-)
-def test_fast_layer_is_the_torch_layer(
-    make_fast: Callable[[], nn.Module], make_ref: Callable[[], nn.Module], channels: int, size: int
-) -> None:
-    """The decoder's and encoder's faster layers: same parameters, same function and gradients
-    as torch's layer, in float32 and under bfloat16 autocast."""
-    torch.manual_seed(0)
-    fast, ref = make_fast(), make_ref()
-    with torch.no_grad():
-        fast.bias.uniform_(-1, 1)  # zero at init: would hide a bias that is added wrongly
-    ref.load_state_dict(fast.state_dict())
-    x = torch.randn(3, channels, size, size).contiguous(memory_format=torch.channels_last)
-    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
-    y1, y2 = fast(x1), ref(x2)
-    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
-    g = torch.randn_like(y2)
-    y1.backward(g)
-    y2.backward(g)
-    for a, b in ((x1.grad, x2.grad), (fast.weight.grad, ref.weight.grad)):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(fast.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-4)
-    assert fast.weight.grad.is_contiguous()
-    fast.zero_grad()
-    ref.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        y1, y2 = fast(x1), ref(x2)
-    assert y1.dtype == y2.dtype == torch.bfloat16
-    torch.testing.assert_close(y1.float(), y2.float(), rtol=0.02, atol=0.05)
-    y1.float().backward(g)
-    y2.float().backward(g)
-    assert fast.weight.grad.dtype == torch.float32
-    torch.testing.assert_close(fast.weight.grad, ref.weight.grad, rtol=0.02, atol=0.1)
 
 
 def test_bfloat16_losses_and_gradients_match_float32() -> None:
@@ -420,24 +358,12 @@ def test_bf16_speedup_times_both_dtypes() -> None:
     assert torch.equal(torch.get_rng_state(), before)  # the caller's random stream is untouched
 
 
-@pytest.mark.parametrize("kind", ["rssm", "lstm", "ssm", "past_rnn"])
-def test_observe_loop_equals_single_steps(kind: str) -> None:
-    """The optimised sequence loops compute what stepping one step at a time computes."""
+def test_ssm_observe_loop_equals_single_steps() -> None:
+    """The SSM's optimised sequence loop computes what stepping one step at a time computes
+    (the RSSM's fast loops: tests/test_fast_kernels.py)."""
     torch.manual_seed(0)
     T, B, A, E = 4, 3, 2, 10
-    if kind == "ssm":
-        model: RSSM | SSM = SSM(A, E, 5, 8, mean_only=True)
-    else:
-        model = RSSM(
-            A,
-            E,
-            5,
-            7,
-            8,
-            cell="lstm" if kind == "lstm" else "gru",
-            future_rnn=kind != "past_rnn",
-            mean_only=True,  # deterministic, so both paths can be compared exactly
-        )
+    model = SSM(A, E, 5, 8, mean_only=True)  # deterministic, so both paths compare exactly
     embed, action = torch.randn(T, B, E), torch.randn(T, B, A)
     post, prior = model.observe(embed, action)
     state = model.initial_state(B)

@@ -77,18 +77,27 @@ def _sweep(sweep: Path, seeds: str) -> tuple[int, str, dict]:
 
 
 def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path: Path) -> None:
+    """One Ray session (the expensive part): seeds 0 and 1 train; seed 2's folder holds a run of
+    another config, so that trial fails twice (one retry) and is reported while the others
+    finish. Re-running the sweep skips the finished trials without starting Ray again."""
     sweep = tmp_path / "sweep"
+    other = override(DEBUG, task="cartpole-balance", seed=2, model={"belief_size": 8})
+    RunDir(sweep / "trials" / "cartpole-balance-planet-seed2").prepare(other)
     outside = [Path.home() / ".ray", Path("/tmp/ray")]
     existed = [p.exists() for p in outside]
-    code, out, summary = _sweep(sweep, "0-1")
+    code, out, summary = _sweep(sweep, "0-2")
     for path, was_there in zip(outside, existed, strict=True):
         assert was_there or not path.exists(), f"Ray wrote {path}"
     links = [
         p for p in Path("/tmp").glob("planet-ray-*") if str(p.readlink()).startswith(str(sweep))
     ]
     assert not links, "the short link to the socket folder is removed at the end"
-    assert code == 0, out
+    assert code == 1, out
+    assert "1 of 3 trials failed" in out
     rows = {r["trial"]: r for r in summary["trials"]}
+    failed = rows.pop("cartpole-balance-planet-seed2")
+    assert failed["status"] == "failed" and failed["attempts"] == 2
+    assert "config" in failed["error"] and "\n" not in failed["error"]
     assert set(rows) == {"cartpole-balance-planet-seed0", "cartpole-balance-planet-seed1"}
     for name, row in rows.items():
         assert row["status"] == "done" and (row["updates"], row["env_steps"]) == (9, 400)
@@ -107,21 +116,12 @@ def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path
     assert oct((sweep / "ray" / "auth_token").stat().st_mode)[-3:] == "600"
     checkpoint = sweep / "trials" / "cartpole-balance-planet-seed0" / "checkpoints" / "latest.pt"
     mtime = checkpoint.stat().st_mtime_ns
+    sessions = sorted((sweep / "ray").glob("session_*"))
 
-    # Seed 2's folder holds a run of another config: that trial fails (twice: one retry) and is
-    # reported; seed 3 still trains; seeds 0 and 1 are skipped.
-    other = override(DEBUG, task="cartpole-balance", seed=2, model={"belief_size": 8})
-    RunDir(sweep / "trials" / "cartpole-balance-planet-seed2").prepare(other)
-    code, out, summary = _sweep(sweep, "0-3")
-    assert code == 1, out
-    rows = {r["trial"]: r for r in summary["trials"]}
-    assert (
-        "skip  cartpole-balance-planet-seed0" in out
-        and "skip  cartpole-balance-planet-seed1" in out
-    )
+    code, out, summary = _sweep(sweep, "0-1")
+    assert code == 0, out
+    for seed in (0, 1):
+        assert f"skip  cartpole-balance-planet-seed{seed}" in out
     assert checkpoint.stat().st_mtime_ns == mtime  # not trained again
-    failed = rows["cartpole-balance-planet-seed2"]
-    assert failed["status"] == "failed" and failed["attempts"] == 2
-    assert "config" in failed["error"] and "\n" not in failed["error"]
-    assert rows["cartpole-balance-planet-seed3"]["status"] == "done"
-    assert "1 of 4 trials failed" in out
+    assert sorted((sweep / "ray").glob("session_*")) == sessions  # no Ray started for nothing
+    assert {r["status"] for r in summary["trials"]} == {"done"}

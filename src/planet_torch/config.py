@@ -160,6 +160,10 @@ class ModelConfig:
     """Bit depth images are reduced to before the model sees them (original: 5)."""
     state_diagnostics: bool = False
     """Train detached probes that read the dm_control state from the features (never shape the model)."""
+    fast_kernels: bool = True
+    """Build the encoder, decoder and RSSM from the faster kernels of models/fast.py and
+    models/fast_rssm.py (same parameters and function, tested equal; a checkpoint loads into
+    either) instead of the plain reference modules. An implementation switch, not PlaNet's."""
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     """Encoder/decoder precision (autocast); RSSM, log-probs, KL stay float32. ``auto``: bfloat16
     on a CPU where the convs measure >= 1.2x faster in it (e.g. avx512_bf16), else float32; the

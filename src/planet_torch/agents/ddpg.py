@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from planet_torch.config import DDPGConfig
 from planet_torch.envs.base import Observation
 from planet_torch.errors import UserError
-from planet_torch.models import MLP, Encoder, preprocess
+from planet_torch.models import MLP, Encoder, FastEncoder, preprocess
 
 IMAGE_BITS = 8
 """Bit depth of the frames pixel DDPG sees (full depth; see the module docstring)."""
@@ -104,7 +104,7 @@ class DDPGNetworks(nn.Module):
         super().__init__()
         self.obs = cfg.obs
         if cfg.obs == "pixels":
-            self.encoder = Encoder(cfg.cnn_depth)
+            self.encoder = FastEncoder(cfg.cnn_depth)
             feature_size = self.encoder.embed_size
         else:
             if state_size < 1:

@@ -2,6 +2,8 @@
 
 from planet_torch.models.decoder import Decoder
 from planet_torch.models.encoder import Encoder
+from planet_torch.models.fast import FastDecoder, FastEncoder
+from planet_torch.models.fast_rssm import FastRSSM
 from planet_torch.models.heads import MLP, RewardHead, StateProbe
 from planet_torch.models.latent import LatentModel, State, kl_normal, kl_standard_normal
 from planet_torch.models.preprocess import postprocess, preprocess
@@ -20,6 +22,9 @@ __all__ = [
     "SSM",
     "Decoder",
     "Encoder",
+    "FastDecoder",
+    "FastEncoder",
+    "FastRSSM",
     "GRUBlockCell",
     "LSTMBlockCell",
     "LatentModel",

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from planet_torch.models import State, WorldModel
+from planet_torch.models.fast_rssm import cell_hidden_weights, cell_input_weights
 from planet_torch.models.precision import (
     AUTO_PLAN_MIN_SPEEDUP,
     bf16_speedup,
@@ -109,8 +110,8 @@ class LatentObjective:
         assert isinstance(rssm, RSSM) and isinstance(rssm.cell, GRUBlockCell)
         S = rssm.state_size
         w_in = rssm.transition_in.weight  # [hidden, S + A]
-        w_x, b_x = rssm.cell.input_weights()
-        w_ru, w_c = rssm.cell.hidden_weights()
+        w_x, b_x = cell_input_weights(rssm.cell)
+        w_ru, w_c = cell_hidden_weights(rssm.cell)
         w_po, b_po = rssm.prior_out.fused()
         weights = {
             "w_s": w_in[:, :S].t(),

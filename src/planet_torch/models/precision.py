@@ -26,8 +26,7 @@ import torch
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
 from planet_torch.machine import machine_info
-from planet_torch.models.decoder import Decoder
-from planet_torch.models.encoder import Encoder
+from planet_torch.models.fast import FastDecoder, FastEncoder
 
 AUTO_MIN_SPEEDUP = 1.2
 """``model.compute_dtype auto`` picks bfloat16 when its convs measure at least this much faster."""
@@ -173,7 +172,7 @@ def conv_bf16_speedup(cnn_depth: int, feature_size: int, frames: int = 32) -> fl
     # A model often first runs while acting, under inference_mode or no_grad: the probe trains.
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
         torch.manual_seed(0)  # fork_rng: the caller's random stream stays as it was
-        encoder, decoder = Encoder(cnn_depth), Decoder(feature_size, cnn_depth)
+        encoder, decoder = FastEncoder(cnn_depth), FastDecoder(feature_size, cnn_depth)
         image = torch.rand(frames, 3, 64, 64) - 0.5
         features = torch.randn(frames, feature_size)
 

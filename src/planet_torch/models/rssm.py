@@ -13,15 +13,15 @@ it, the reward r_t received on arriving at o_t)::
 The posterior sees s_{t-1} only through h_t. With ``future_rnn=False`` the prior reads x_t
 instead of h_t. ``mean_only`` (deterministic ablation) sets every sample to its mean.
 
-The loops are written for speed: what does not depend on the recurrence is computed for all T at
-once outside it (the action part of the first dense layer, the embedding part of the posterior's
-dense layer, all noise, and the whole prior of :meth:`RSSM.observe`, which nothing in the loop
-reads), and the GRU's input-side matmuls are fused into one.
+This is the reference a student reads: one step is :meth:`RSSM.img_step` (prior) and
+:meth:`RSSM.obs_step` (posterior), and a sequence is a loop of steps. Training runs
+:class:`~planet_torch.models.fast_rssm.FastRSSM` (``model.fast_kernels``, on by default): the same
+parameters and function, tested equal, with the sequence loops rewritten for speed.
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -41,106 +41,58 @@ from planet_torch.models.latent import (
 class GRUBlockCell(nn.Module):
     """TF's ``GRUBlockCell``, the original's cell (not the same function as ``nn.GRUCell``)::
 
-        [r, u] = sigmoid([x, h] @ W_ru + b_ru)         b_ru initialised to 1.0
-        c      = tanh([x, r ∘ h] @ W_c + b_c)          reset gate applied to h *before* the matmul
+        [r, u] = sigmoid(W_ru [x, h] + b_ru)           b_ru initialised to 1.0
+        c      = tanh(W_c [x, r ∘ h] + b_c)            reset gate applied to h *before* the matmul
         h'     = (1 - u) ∘ c + u ∘ h
 
-    Kernels are stored in TF's [in + H, out] layout and glorot-uniform initialised as one
-    matrix each. ``step`` takes the input-side product ``gx = x @ [W_ru_x | W_c_x] + b``
-    ([B, 3H], one matmul) and does the rest.
+    Each kernel is one glorot-uniform matrix over [x, h], as TF initialises it.
     """
-
-    gates = 3
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight_ru = nn.Parameter(torch.empty(input_size + hidden_size, 2 * hidden_size))
-        self.bias_ru = nn.Parameter(torch.ones(2 * hidden_size))
-        self.weight_c = nn.Parameter(torch.empty(input_size + hidden_size, hidden_size))
-        self.bias_c = nn.Parameter(torch.zeros(hidden_size))
-        nn.init.xavier_uniform_(self.weight_ru)
-        nn.init.xavier_uniform_(self.weight_c)
+        self.gates = nn.Linear(input_size + hidden_size, 2 * hidden_size)  # -> [r, u]
+        self.candidate = nn.Linear(input_size + hidden_size, hidden_size)  # -> c
+        self.reset_parameters()
 
-    def input_weights(self) -> tuple[Tensor, Tensor]:
-        """(W_x [in, 3H], b [3H]) for ``gx = x @ W_x + b``; take once per sequence."""
-        n = self.input_size
-        weight = torch.cat([self.weight_ru[:n], self.weight_c[:n]], 1)
-        return weight, torch.cat([self.bias_ru, self.bias_c])
-
-    def hidden_weights(self) -> tuple[Tensor, Tensor]:
-        """(W_ru_h [H, 2H], W_c_h [H, H]) views; take once per sequence."""
-        n = self.input_size
-        return self.weight_ru[n:], self.weight_c[n:]
-
-    def step(
-        self, gx: Tensor, h: Tensor, c: Tensor, hidden_weights: tuple[Tensor, Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        """gx [B, 3H], h [B, H] -> (h', h'); ``c`` is unused (the GRU has no cell)."""
-        w_ru, w_c = hidden_weights
-        size = self.hidden_size
-        r, u = torch.sigmoid(torch.addmm(gx[:, : 2 * size], h, w_ru)).chunk(2, 1)
-        candidate = torch.tanh(torch.addmm(gx[:, 2 * size :], r * h, w_c))
-        h = torch.lerp(candidate, h, u)  # (1 - u) c + u h
-        return h, h
+    def reset_parameters(self) -> None:
+        for layer in (self.gates, self.candidate):
+            nn.init.xavier_uniform_(layer.weight)
+        nn.init.ones_(self.gates.bias)
+        nn.init.zeros_(self.candidate.bias)
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        w_x, b = self.input_weights()
-        return self.step(torch.addmm(b, x, w_x), h, h, self.hidden_weights())
+        """x [B, in], h [B, H] -> (h', h'): a GRU carries nothing besides h (``c`` unused)."""
+        r, u = torch.sigmoid(self.gates(torch.cat([x, h], -1))).chunk(2, -1)
+        candidate = torch.tanh(self.candidate(torch.cat([x, r * h], -1)))
+        h = (1 - u) * candidate + u * h
+        return h, h
 
 
 class LSTMBlockCell(nn.Module):
-    """An LSTM in TF's style (kernel [in + H, 4H] glorot, zero bias, forget bias +1.0)::
+    """An LSTM in TF's style (kernel over [x, h] glorot, zero bias, forget bias +1.0)::
 
-        [i, j, f, o] = [x, h] @ W + b
+        [i, j, f, o] = W [x, h] + b
         c' = sigmoid(f + 1) ∘ c + sigmoid(i) ∘ tanh(j);    h' = sigmoid(o) ∘ tanh(c')
 
     Not in the original (an option here); the state is (belief h, rnn_state c).
     """
 
-    gates = 4
-
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
         self.input_size, self.hidden_size = input_size, hidden_size
-        self.weight = nn.Parameter(torch.empty(input_size + hidden_size, 4 * hidden_size))
-        self.bias = nn.Parameter(torch.zeros(4 * hidden_size))
-        nn.init.xavier_uniform_(self.weight)
+        self.linear = nn.Linear(input_size + hidden_size, 4 * hidden_size)
+        self.reset_parameters()
 
-    def input_weights(self) -> tuple[Tensor, Tensor]:
-        return self.weight[: self.input_size], self.bias
-
-    def hidden_weights(self) -> tuple[Tensor, Tensor]:
-        return self.weight[self.input_size :], self.weight[:0]  # second entry unused
-
-    def step(
-        self, gx: Tensor, h: Tensor, c: Tensor, hidden_weights: tuple[Tensor, Tensor]
-    ) -> tuple[Tensor, Tensor]:
-        i, j, f, o = torch.addmm(gx, h, hidden_weights[0]).chunk(4, 1)
-        c = torch.sigmoid(f + 1.0) * c + torch.sigmoid(i) * torch.tanh(j)
-        return torch.sigmoid(o) * torch.tanh(c), c
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
 
     def forward(self, x: Tensor, h: Tensor, c: Tensor | None = None) -> tuple[Tensor, Tensor]:
         assert c is not None, "the LSTM needs its cell state"
-        w_x, b = self.input_weights()
-        return self.step(torch.addmm(b, x, w_x), h, c, self.hidden_weights())
-
-
-# ---------------------------------------------------------------------------------------------
-# Shared parts of the latent models
-# ---------------------------------------------------------------------------------------------
-
-
-class _Weights(NamedTuple):
-    s: Tensor  # [S, hidden]: the state part of the first dense layer, transposed
-    x: Tensor  # [hidden, G·H]: the cell's input-side kernel
-    bx: Tensor  # [G·H]
-    h: tuple[Tensor, Tensor]  # the cell's hidden-side kernels
-
-
-# ---------------------------------------------------------------------------------------------
-# RSSM
-# ---------------------------------------------------------------------------------------------
+        i, j, f, o = self.linear(torch.cat([x, h], -1)).chunk(4, -1)
+        c = torch.sigmoid(f + 1.0) * c + torch.sigmoid(i) * torch.tanh(j)
+        return torch.sigmoid(o) * torch.tanh(c), c
 
 
 class RSSM(LatentModel):
@@ -175,58 +127,28 @@ class RSSM(LatentModel):
         self.prior_out = GaussianHead(hidden_size, state_size, min_std)
         self.posterior_hidden = nn.Linear(belief_size + embed_size, hidden_size)  # [h, e] -> z
         self.posterior_out = GaussianHead(hidden_size, state_size, min_std)
-        glorot_(self)  # the cell initialises itself (gate bias 1.0)
+        glorot_(self)
+        self.cell.reset_parameters()  # TF's gate bias 1.0, which glorot_ just zeroed
 
     def features(self, state: State) -> Tensor:
         return torch.cat([state.sample, state.belief], -1)
 
-    # -- pieces -----------------------------------------------------------------------------
-
-    def _loop_weights(self, action: Tensor) -> tuple[Tensor, _Weights]:
-        """The action part (+ bias) of the first dense layer [..., hidden], and the weights a
-        step needs, sliced and fused once per call rather than once per step."""
-        weight = self.transition_in.weight
-        pre_a = F.linear(action, weight[:, self.state_size :], self.transition_in.bias)
-        w_x, b_x = self.cell.input_weights()
-        return pre_a, _Weights(
-            weight[:, : self.state_size].t(), w_x, b_x, self.cell.hidden_weights()
-        )
-
-    def _prior(self, hidden: Tensor, eps: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
-        mean, std = self.prior_out(F.relu(self.prior_hidden(hidden)))
-        return mean, std, reparameterised(mean, std, eps)
-
-    def _transition(self, state: State, pre_a: Tensor, eps: Tensor | None, w: _Weights) -> State:
-        x = F.relu(torch.addmm(pre_a, state.sample, w.s))  # [B, hidden]
-        h, c = self.cell.step(torch.addmm(w.bx, x, w.x), state.belief, state.rnn_state, w.h)
-        mean, std, sample = self._prior(h if self.future_rnn else x, eps)
-        return State(mean, std, sample, h, c)
-
-    # -- public API --------------------------------------------------------------------------
-
     def img_step(
-        self, state: State, action: Tensor, generator: torch.Generator | None = None
-    ) -> State:
-        pre_a, w = self._loop_weights(action)
-        eps = draw_noise(state.sample.shape, state.sample, generator, self.mean_only)
-        return self._transition(state, pre_a, eps, w)
-
-    def imagine(
         self,
-        action: Tensor,
         state: State,
+        action: Tensor,
         generator: torch.Generator | None = None,
-        sample: bool = True,
+        noise: Tensor | None = None,
     ) -> State:
-        T, B = action.shape[:2]
-        assert action.shape[-1] == self.action_size, action.shape
-        pre_a, w = self._loop_weights(action)  # pre_a [T, B, hidden], once for all T
-        eps = draw_noise((T, B, self.state_size), pre_a, generator, self.mean_only or not sample)
-        states = []
-        for t in range(T):
-            state = self._transition(state, pre_a[t], None if eps is None else eps[t], w)
-            states.append(state)
-        return State.stack(states)
+        """Prior p(s_t | h_t): state [B, ...] at t-1, action [B, A] = a_{t-1} -> [B, ...].
+
+        ``noise`` is the ε of the sample (drawn from ``generator`` when None)."""
+        x = F.relu(self.transition_in(torch.cat([state.sample, action], -1)))  # [B, hidden]
+        h, c = self.cell(x, state.belief, state.rnn_state)  # [B, H]
+        mean, std = self.prior_out(F.relu(self.prior_hidden(h if self.future_rnn else x)))
+        if noise is None:
+            noise = draw_noise(mean.shape, mean, generator, self.mean_only)
+        return State(mean, std, reparameterised(mean, std, noise), h, c)
 
     def obs_step(
         self,
@@ -234,13 +156,19 @@ class RSSM(LatentModel):
         action: Tensor,
         embed: Tensor,
         generator: torch.Generator | None = None,
+        noise: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[State, State]:
-        prior = self.img_step(state, action, generator)
+        """(posterior q(s_t | h_t, e_t), prior p(s_t | h_t)) from the state at t-1, action
+        a_{t-1} [B, A] and the embedding e_t [B, E] of o_t. ``noise``: the (posterior, prior) ε
+        (drawn from ``generator``, the prior's first, when None)."""
+        post_noise, prior_noise = (None, None) if noise is None else noise
+        prior = self.img_step(state, action, generator, prior_noise)
         z = F.relu(self.posterior_hidden(torch.cat([prior.belief, embed], -1)))
         mean, std = self.posterior_out(z)
-        eps = draw_noise(mean.shape, mean, generator, self.mean_only)
-        posterior = State(mean, std, reparameterised(mean, std, eps), prior.belief, prior.rnn_state)
-        return posterior, prior
+        if post_noise is None:
+            post_noise = draw_noise(mean.shape, mean, generator, self.mean_only)
+        sample = reparameterised(mean, std, post_noise)
+        return State(mean, std, sample, prior.belief, prior.rnn_state), prior
 
     def observe(
         self,
@@ -252,35 +180,31 @@ class RSSM(LatentModel):
         check_sequence(embed, action, self.embed_size, self.action_size)
         T, B = action.shape[:2]
         state = init_state if init_state is not None else self.initial_state(B, embed.device)
-        S, H = self.state_size, self.belief_size
-        # Everything that does not depend on the recurrence, for all T at once.
-        pre_a, w = self._loop_weights(action)  # pre_a [T, B, hidden]
-        post_w = self.posterior_hidden.weight
-        w_h = post_w[:, :H].t()  # [H, hid]
-        pre_e = F.linear(embed, post_w[:, H:], self.posterior_hidden.bias)  # [T, B, hid]
-        w_out, b_out = self.posterior_out.fused()
-        eps = draw_noise((2, T, B, S), pre_a, generator, self.mean_only)  # posterior, prior noise
-
-        s, h, c = state.sample, state.belief, state.rnn_state
-        xs, hs, cs, means, stds, samples = [], [], [], [], [], []
+        eps = draw_noise((2, T, B, self.state_size), action, generator, self.mean_only)
+        posteriors, priors = [], []
         for t in range(T):
-            x = F.relu(torch.addmm(pre_a[t], s, w.s))  # [B, hidden]
-            h, c = self.cell.step(torch.addmm(w.bx, x, w.x), h, c, w.h)  # [B, H]
-            z = F.relu(torch.addmm(pre_e[t], h, w_h))
-            mean, std = self.posterior_out.split(torch.addmm(b_out, z, w_out))  # [B, S]
-            s = reparameterised(mean, std, None if eps is None else eps[0, t])
-            xs.append(x)
-            hs.append(h)
-            cs.append(c)
-            means.append(mean)
-            stds.append(std)
-            samples.append(s)
-        belief = torch.stack(hs)  # [T, B, H]
-        rnn_state = belief if isinstance(self.cell, GRUBlockCell) else torch.stack(cs)
-        posterior = State(
-            torch.stack(means), torch.stack(stds), torch.stack(samples), belief, rnn_state
-        )
-        # The prior at every t reads only h_t (or x_t): one batched pass after the loop.
-        prior_in = belief if self.future_rnn else torch.stack(xs)
-        mean, std, sample = self._prior(prior_in, None if eps is None else eps[1])
-        return posterior, State(mean, std, sample, belief, rnn_state)
+            noise = None if eps is None else (eps[0, t], eps[1, t])
+            state, prior = self.obs_step(state, action[t], embed[t], noise=noise)
+            posteriors.append(state)
+            priors.append(prior)
+        return State.stack(posteriors), State.stack(priors)
+
+    def imagine(
+        self,
+        action: Tensor,
+        state: State,
+        generator: torch.Generator | None = None,
+        sample: bool = True,
+    ) -> State:
+        T, B = action.shape[:2]
+        assert action.shape[-1] == self.action_size, action.shape
+        shape = (T, B, self.state_size)
+        if sample:
+            eps = draw_noise(shape, action, generator, self.mean_only)
+        else:  # ε = 0: follow the prior means
+            eps = torch.zeros(shape, dtype=action.dtype, device=action.device)
+        states = []
+        for t in range(T):
+            state = self.img_step(state, action[t], noise=None if eps is None else eps[t])
+            states.append(state)
+        return State.stack(states)

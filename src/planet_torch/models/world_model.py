@@ -37,8 +37,11 @@ from torch import Tensor, nn
 from planet_torch.config import Config, OptimConfig
 from planet_torch.models.decoder import Decoder
 from planet_torch.models.encoder import IMAGE_SHAPE, Encoder
+from planet_torch.models.fast import FastDecoder, FastEncoder
+from planet_torch.models.fast_rssm import FastRSSM
 from planet_torch.models.heads import RewardHead, StateProbe
 from planet_torch.models.latent import LatentModel, State, kl_standard_normal
+from planet_torch.models.legacy import Rearrange, upgrade_model_state, upgrade_optimizer_state
 from planet_torch.models.precision import choose_model_dtype
 from planet_torch.models.preprocess import postprocess, preprocess
 from planet_torch.models.rssm import RSSM
@@ -121,10 +124,11 @@ def make_latent_model(
     cell: Literal["gru", "lstm"] = "gru",
     future_rnn: bool = True,
     mean_only: bool = False,
+    fast: bool = True,
 ) -> LatentModel:
-    """Build the latent model named by ``ModelConfig.kind``."""
+    """Build the latent model named by ``ModelConfig.kind`` (``fast``: the RSSM's fast loops)."""
     if kind == "rssm":
-        return RSSM(
+        return (FastRSSM if fast else RSSM)(
             action_size,
             embed_size,
             state_size,
@@ -164,7 +168,7 @@ class WorldModel(nn.Module):
             None if m.compute_dtype == "auto" else getattr(torch, m.compute_dtype)
         )
         self.compute_dtype_reason = "as configured"
-        self.encoder = Encoder(m.cnn_depth)
+        self.encoder = (FastEncoder if m.fast_kernels else Encoder)(m.cnn_depth)
         self.rssm: LatentModel = make_latent_model(
             m.kind,
             action_size,
@@ -176,15 +180,23 @@ class WorldModel(nn.Module):
             cell=m.cell,
             future_rnn=m.future_rnn,
             mean_only=m.mean_only,
+            fast=m.fast_kernels,
         )
         self.feature_size = self.rssm.feature_size
-        self.decoder = Decoder(self.feature_size, m.cnn_depth)
+        decoder = FastDecoder if m.fast_kernels else Decoder
+        self.decoder = decoder(self.feature_size, m.cnn_depth)
         self.reward_head = RewardHead(self.feature_size, m.reward_layers, m.reward_units)
         self.state_probe: StateProbe | None = None
         if m.state_diagnostics:
             self.state_probe = StateProbe(
                 self.feature_size, state_size, m.reward_layers, m.reward_units
             )
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        """Also reads a checkpoint of the older weight layouts (models/legacy.py)."""
+        return super().load_state_dict(upgrade_model_state(state_dict)[0], strict, assign)
 
     # -- parameters --------------------------------------------------------------------------
 
@@ -432,6 +444,9 @@ class WorldModelTrainer:
         self.cfg = cfg if cfg is not None else model.cfg.optim
         self.model_params = list(model.model_parameters())
         self.probe_params = list(model.probe_parameters())
+        names = [name for name, _ in model.named_parameters()]
+        probe = [n for n in names if n.startswith("state_probe.")]
+        self.param_names = [n for n in names if n not in probe] + probe  # the optimiser's order
         groups = [{"params": self.model_params}]
         if self.probe_params:
             groups.append({"params": self.probe_params})
@@ -473,6 +488,11 @@ class WorldModelTrainer:
     def state_dict(self) -> dict[str, object]:
         return {"optimizer": self.optimizer.state_dict(), "updates": self.updates}
 
-    def load_state_dict(self, state: Mapping[str, object]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])  # type: ignore[arg-type]
-        self.updates = int(state["updates"])  # type: ignore[call-overload]
+    def load_state_dict(
+        self, state: Mapping[str, Any], moved: Mapping[str, Rearrange] | None = None
+    ) -> None:
+        """``moved``: the parameters :func:`upgrade_model_state` rearranged from an older
+        checkpoint; Adam's moments of each are rearranged the same way."""
+        optimizer = upgrade_optimizer_state(state["optimizer"], self.param_names, moved or {})
+        self.optimizer.load_state_dict(optimizer)
+        self.updates = int(state["updates"])

@@ -31,6 +31,7 @@ from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import Config
 from planet_torch.errors import UserError
 from planet_torch.models import WorldModel, WorldModelTrainer, retain_freed_memory
+from planet_torch.models.legacy import upgrade_model_state
 from planet_torch.replay import ChunkSampler, batch_to_torch
 from planet_torch.training.base import BaseTrainer, counter_generator, counter_rng
 from planet_torch.training.video import write_video
@@ -74,8 +75,9 @@ class Trainer(BaseTrainer):
         }
 
     def _load_learner(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        model_state, moved = upgrade_model_state(state["model"])  # an older layout, if any
+        self.model.load_state_dict(model_state)
+        self.optimizer.load_state_dict(state["optimizer"], moved)
         started = state.get("compute_dtype")  # "auto" keeps what it chose when the run started:
         if self.cfg.model.compute_dtype == "auto" and started is not None:  # exact resume
             measured = self.model.resolve_compute_dtype()

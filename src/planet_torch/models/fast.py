@@ -1,0 +1,289 @@
+"""Faster CPU kernels for the encoder and decoder: same parameters, same function, tested equal.
+
+``model.fast_kernels`` (on by default) builds :class:`FastEncoder` and :class:`FastDecoder`
+instead of the plain :class:`~planet_torch.models.encoder.Encoder` and
+:class:`~planet_torch.models.decoder.Decoder`. Their parameters have the same names, shapes and
+torch layouts, so a checkpoint loads into either; every layer here is tested equal to the torch
+layer it replaces (float32 and bfloat16, forward and gradients: tests/test_fast_kernels.py).
+What each buys was measured with benchmarks/bench_train_step.py (BENCHMARKS.md):
+
+* activations in channels-last memory: oneDNN's convs are about 2× faster so;
+* in-place ReLUs: a conv's output is not needed by its backward, so this saves a full-size
+  activation per layer (the encoder's largest is 300 MB at paper size);
+* the encoder's last conv gets its weight gradient from one matrix product
+  (:class:`Im2colGradConv2d`);
+* the decoder's first transposed conv, on a 1×1 map, is a matrix product (:class:`Deconv1x1`);
+* its last, 3 output channels, runs its forward pass as a stride-1 conv with 4·3 channels and a
+  pixel shuffle (:class:`SubPixelConvTranspose2d`): oneDNN's transposed-conv forward is slow for
+  so few channels, its backward is fine and is kept;
+* the other transposed convs add their bias after the convolution
+  (:class:`BiasAfterConvTranspose2d`): with the bias inside, oneDNN's transposed conv was up to 4×
+  slower in bf16 forward and its backward spent more on the bias gradient than a plain sum takes.
+
+On other devices every layer runs as its torch parent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from planet_torch.models.decoder import Decoder
+from planet_torch.models.encoder import IMAGE_SHAPE, Encoder
+
+
+def autocast_args(*tensors: Tensor | None) -> list[Tensor | None]:
+    """Cast a custom autograd function's inputs as CPU autocast would cast a conv's (to its
+    dtype while autocast is on), for a function then run with autocast off."""
+    if not torch.is_autocast_enabled("cpu"):
+        return list(tensors)
+    dtype = torch.get_autocast_dtype("cpu")
+    return [None if t is None else t.to(dtype) for t in tensors]
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder
+# ---------------------------------------------------------------------------------------------
+
+
+def patch_matrix(x: Tensor, k: int, stride: int, out_h: int, out_w: int) -> Tensor:
+    """im2col of a channels-last [N, C, H, W] map for a valid k×k conv: [N·out_h·out_w, k·k·C],
+    columns in (kh, kw, c) order (one copy through a strided view)."""
+    n, c, h, w = x.shape
+    hwc = x.permute(0, 2, 3, 1)  # [N, H, W, C], contiguous for a channels-last x
+    assert hwc.is_contiguous(), "patch_matrix needs a channels-last map"
+    view = hwc.as_strided(
+        (n, out_h, out_w, k, k, c), (h * w * c, stride * w * c, stride * c, w * c, c, 1)
+    )
+    return view.reshape(n * out_h * out_w, k * k * c)
+
+
+class _Im2colGradConv(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.has_bias = stride, bias is not None
+        return F.conv2d(x, weight, bias, stride)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        c_out, c_in, k, _ = weight.shape
+        grad = grad.contiguous(memory_format=torch.channels_last)  # [N, c_out, h, w]
+        grad_x = grad_w = grad_b = None
+        if needs[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [ctx.stride] * 2, [0, 0], [1, 1], False, [0, 0], 1,
+                [True, False, False],
+            )[0]  # fmt: skip
+        if needs[1]:  # Σ_{n,i,j} grad[n, :, i, j] ⊗ patch(n, i, j): one [c_out, M]·[M, k·k·c_in]
+            patches = patch_matrix(x, k, ctx.stride, grad.shape[2], grad.shape[3])
+            flat = grad.permute(0, 2, 3, 1).reshape(-1, c_out)  # [M, c_out], a free view
+            grad_w = (flat.t() @ patches).view(c_out, k, k, c_in).permute(0, 3, 1, 2)
+            grad_w = grad_w.contiguous()
+        if ctx.has_bias and needs[2]:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None
+
+
+class Im2colGradConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose CPU weight gradient is one im2col matmul (valid, undilated,
+    ungrouped, square stride; any other conv runs as the parent).
+
+    For the encoder's last conv (128 → 256 channels, 6×6 → 2×2) oneDNN's weight-gradient kernel
+    ran at 88-126 GFLOP/s on 2 cores of a Zen 4, the matmul at 170 (fp32) and 350 (bf16):
+    98 → 63 ms and 83 → 30 ms at paper size. For the larger maps of the other convs oneDNN was
+    as fast or faster, so they stay ``nn.Conv2d``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        plain = self.padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1
+        if x.device.type != "cpu" or not plain or self.stride[0] != self.stride[1]:
+            return super().forward(x)
+        x_, weight, bias = autocast_args(x, self.weight, self.bias)
+        with torch.autocast("cpu", enabled=False):
+            out = _Im2colGradConv.apply(x_, weight, bias, self.stride[0])
+        assert isinstance(out, Tensor)
+        return out
+
+
+class FastEncoder(Encoder):
+    """:class:`Encoder` in channels-last memory with in-place ReLUs and the last conv's weight
+    gradient as one matmul."""
+
+    conv_types = (nn.Conv2d, nn.Conv2d, nn.Conv2d, Im2colGradConv2d)
+    memory_format = torch.channels_last
+    """Activation layout of the convs: channels-last is about 2× faster on CPU (oneDNN)."""
+
+    def __init__(self, depth: int = 32) -> None:
+        super().__init__(depth)
+        for layer in self.net:
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = True
+
+    def forward(self, image: Tensor) -> Tensor:
+        lead = image.shape[:-3]
+        assert tuple(image.shape[-3:]) == IMAGE_SHAPE, image.shape
+        x = image.reshape(-1, *IMAGE_SHAPE).contiguous(memory_format=self.memory_format)
+        x = self.net(x)  # [N, 8d, 2, 2]
+        # For a channels-last map the (h, w, c) flatten is a free view.
+        return x.permute(0, 2, 3, 1).reshape(*lead, self.embed_size)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoder
+# ---------------------------------------------------------------------------------------------
+
+
+class Deconv1x1(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` applied to a [N, c_in, 1, 1] map as one matrix product: output
+    pixel (i, j) is ``x @ W[:, :, i, j] + b``, and the product lands directly in channels-last
+    order. With the weight channels-last in memory (:class:`FastDecoder` keeps it so) its
+    [c_in, k·k·c_out] (pixel-major) matrix is a free view. Any other input runs as the parent."""
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        plain = (
+            self.padding == (0, 0)
+            and self.output_padding == (0, 0)
+            and self.dilation == (1, 1)
+            and self.groups == 1
+        )
+        if x.shape[-2:] != (1, 1) or output_size is not None or not plain or self.bias is None:
+            return super().forward(x, output_size)
+        c_in, c_out, k, _ = self.weight.shape
+        matrix = self.weight.permute(0, 2, 3, 1).reshape(c_in, k * k * c_out)
+        bias = self.bias.repeat(k * k)  # [k·k·c_out], pixel-major like the matrix
+        y = torch.addmm(bias, x.reshape(-1, c_in), matrix)
+        return y.view(-1, k, k, c_out).permute(0, 3, 1, 2)
+
+
+def _subpixel_forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``conv_transpose2d(x, weight, bias, stride=2)`` for an even kernel k = 2m, as a conv.
+
+    Output pixel (2i + p, 2j + q) only meets kernel taps of parity (p, q):
+    ``y[2i+p, 2j+q] = Σ_{a,b<m} x[i-a, j-b] · W[2a+p, 2b+q]``, a plain m×m correlation of x
+    (zero-padded by m-1) with the flipped taps, one output channel per (p, q, c_out).
+    """
+    c_in, c_out, k, _ = weight.shape
+    m = k // 2
+    taps = weight.view(c_in, c_out, m, 2, m, 2).flip(2, 4)  # [in, out, a, p, b, q]
+    kernel = taps.permute(3, 5, 1, 0, 2, 4).reshape(4 * c_out, c_in, m, m)  # [(p, q, out), in]
+    kernel = kernel.contiguous(memory_format=torch.channels_last)
+    y = F.conv2d(x, kernel, None if bias is None else bias.repeat(4), padding=m - 1)
+    n, _, h, w = y.shape  # y[i, j, (p, q, c)] -> out[2i + p, 2j + q, c], channels-last
+    y = y.permute(0, 2, 3, 1).reshape(n, h, w, 2, 2, c_out).transpose(2, 3)
+    return y.reshape(n, 2 * h, 2 * w, c_out).permute(0, 3, 1, 2)
+
+
+class _SubPixelConvTranspose(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _subpixel_forward(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+            grad,
+            x,
+            weight,
+            None,  # bias gradient below: a plain sum is faster than oneDNN's
+            [2, 2],  # stride
+            [0, 0],  # padding
+            [1, 1],  # dilation
+            True,  # transposed
+            [0, 0],  # output padding
+            1,  # groups
+            [needs[0], needs[1], False],
+        )
+        grad_b = grad.sum((0, 2, 3)) if ctx.has_bias and needs[2] else None
+        return grad_x, grad_w, grad_b
+
+
+class BiasAfterConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d`` whose CPU forward adds the bias after the transposed conv.
+
+    oneDNN's transposed conv with a bias was measured at paper size (2 500 maps, 2-core Zen 4):
+    128→64 channels on 5×5, forward 87 → 374 ms in bf16 and 168 → 213 ms in fp32; backward 64→32
+    on 13×13, 619 → 842 ms in fp32 for the bias gradient, which autograd's sum over (N, H, W)
+    computes in ≈ 10 ms.
+    """
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if x.device.type != "cpu" or output_size is not None or self.bias is None:
+            return super().forward(x, output_size)
+        assert isinstance(self.padding, tuple)  # transposed convs take no 'same'/'valid'
+        y = F.conv_transpose2d(
+            x,
+            self.weight,
+            None,
+            self.stride,
+            self.padding,
+            self.output_padding,
+            self.groups,
+            self.dilation,
+        )
+        # In place (the conv's output is not saved) and in y's dtype: a float32 bias on a bf16
+        # output (autocast) would make the add copy y to float32 and back.
+        return y.add_(self.bias.to(y.dtype).view(-1, 1, 1))
+
+
+class SubPixelConvTranspose2d(nn.ConvTranspose2d):
+    """``nn.ConvTranspose2d(c_in, c_out, 2m, stride=2)`` whose CPU forward is a conv + shuffle."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
+        if kernel_size % 2 or stride != 2:
+            raise ValueError("the sub-pixel form needs an even kernel and stride 2")
+        super().__init__(in_channels, out_channels, kernel_size, stride)
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        if x.device.type != "cpu" or output_size is not None:
+            return super().forward(x, output_size)
+        x_, weight, bias = autocast_args(x, self.weight, self.bias)
+        with torch.autocast("cpu", enabled=False):
+            out = _SubPixelConvTranspose.apply(x_, weight, bias)
+        assert isinstance(out, Tensor)
+        return out
+
+
+class FastDecoder(Decoder):
+    """:class:`Decoder` in channels-last memory with in-place ReLUs and faster transposed convs."""
+
+    deconv_types = (
+        Deconv1x1,
+        BiasAfterConvTranspose2d,
+        BiasAfterConvTranspose2d,
+        SubPixelConvTranspose2d,
+    )
+    memory_format = torch.channels_last
+    """Activation layout of the deconvs: channels-last is about 2× faster on CPU (oneDNN)."""
+
+    def __init__(self, feature_size: int, depth: int = 32) -> None:
+        super().__init__(feature_size, depth)
+        for layer in self.net:
+            if isinstance(layer, nn.ReLU):
+                layer.inplace = True
+        # After the init: an in-place random init fills memory in order, so a channels-last
+        # weight would get other values than the plain decoder's from the same seed.
+        first = self.net[0]
+        assert isinstance(first, Deconv1x1)
+        first.weight.data = first.weight.data.contiguous(memory_format=torch.channels_last)
+
+    def forward(self, features: Tensor) -> Tensor:
+        lead = features.shape[:-1]
+        assert features.shape[-1] == self.feature_size, features.shape
+        x = self.dense(features.reshape(-1, self.feature_size))  # [N, 32d]
+        x = self.net[0](x.view(-1, 32 * self.depth, 1, 1))  # [N, 4d, 5, 5], channels-last
+        x = x.contiguous(memory_format=self.memory_format)
+        for layer in list(self.net)[1:]:
+            x = layer(x)  # -> [N, 3, 64, 64]
+        assert tuple(x.shape[1:]) == IMAGE_SHAPE, x.shape
+        return x.reshape(*lead, *IMAGE_SHAPE)

@@ -1,0 +1,299 @@
+"""The fast kernels (models/fast.py, models/fast_rssm.py) against the plain reference modules:
+same parameters, same function and gradients, in float32 and under bfloat16 autocast; and a
+checkpoint of the older weight layouts loading into today's models (models/legacy.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import Tensor, nn
+
+from planet_torch.config import DEBUG, override
+from planet_torch.models import (
+    RSSM,
+    Decoder,
+    Encoder,
+    FastDecoder,
+    FastEncoder,
+    FastRSSM,
+    State,
+    WorldModel,
+    WorldModelTrainer,
+)
+from planet_torch.models.fast import (
+    BiasAfterConvTranspose2d,
+    Deconv1x1,
+    Im2colGradConv2d,
+    SubPixelConvTranspose2d,
+)
+from planet_torch.models.legacy import upgrade_model_state
+
+LEGACY = Path(__file__).parent / "data" / "legacy_checkpoint.pt"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def assert_grads_close(fast: nn.Module, plain: nn.Module, rtol: float, atol: float) -> None:
+    named = dict(plain.named_parameters())
+    for name, p in fast.named_parameters():
+        assert p.grad is not None and named[name].grad is not None, name
+        torch.testing.assert_close(p.grad, named[name].grad, rtol=rtol, atol=atol, msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make_fast,make_ref,channels,size",
+    [
+        (lambda: Deconv1x1(8, 5, 5, 2), lambda: nn.ConvTranspose2d(8, 5, 5, 2), 8, 1),
+        (lambda: SubPixelConvTranspose2d(6, 3, 6, 2), lambda: nn.ConvTranspose2d(6, 3, 6, 2), 6, 9),
+        (
+            lambda: BiasAfterConvTranspose2d(6, 4, 5, stride=2),
+            lambda: nn.ConvTranspose2d(6, 4, 5, stride=2),
+            6,
+            7,
+        ),
+        # the encoder's last conv (6 → 2), and a map whose last row the stride leaves out
+        (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 6),
+        (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 9),
+    ],
+    ids=["deconv1x1", "subpixel", "bias_after", "im2col_6", "im2col_9"],
+)
+def test_fast_layer_is_the_torch_layer(
+    make_fast: Callable[[], nn.Module], make_ref: Callable[[], nn.Module], channels: int, size: int
+) -> None:
+    """Each faster layer: the torch layer's parameters (a state dict moves both ways), function
+    and gradients, in float32 and under bfloat16 autocast."""
+    torch.manual_seed(0)
+    fast, ref = make_fast(), make_ref()
+    with torch.no_grad():
+        fast.bias.uniform_(-1, 1)  # zero at init: would hide a bias that is added wrongly
+    ref.load_state_dict(fast.state_dict())
+    fast.load_state_dict(ref.state_dict())
+    x = torch.randn(3, channels, size, size).contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = fast(x1), ref(x2)
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y2)
+    y1.backward(g)
+    y2.backward(g)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-4)
+    assert_grads_close(fast, ref, rtol=1e-4, atol=1e-4)
+    fast.zero_grad()
+    ref.zero_grad()
+    x1.grad = x2.grad = None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y1, y2 = fast(x1), ref(x2)
+    assert y1.dtype == y2.dtype == torch.bfloat16
+    torch.testing.assert_close(y1.float(), y2.float(), rtol=0.02, atol=0.05)
+    y1.float().backward(g)
+    y2.float().backward(g)
+    assert fast.weight.grad.dtype == torch.float32
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=0.02, atol=0.1)
+    assert_grads_close(fast, ref, rtol=0.02, atol=0.1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoder and decoder
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_fast_encoder_and_decoder_are_the_plain_ones(dtype: torch.dtype) -> None:
+    """Built from the same seed they hold the same weights; same outputs and gradients."""
+    depth, features = 4, 12
+    pairs = []
+    for make in ((Encoder, FastEncoder), (Decoder, FastDecoder)):
+        built = []
+        for cls in make:
+            torch.manual_seed(0)
+            built.append(cls(depth) if cls in (Encoder, FastEncoder) else cls(features, depth))
+        plain, fast = built
+        for (name, a), b in zip(
+            plain.state_dict().items(), fast.state_dict().values(), strict=True
+        ):
+            assert torch.equal(a, b), name
+        pairs.append((plain, fast))
+    image = torch.rand(2, 3, 3, 64, 64, generator=gen(1)) - 0.5  # [T, B, 3, 64, 64]
+    feature = torch.randn(2, 3, features, generator=gen(2))
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 0.03, "atol": 0.1}
+    for (plain, fast), x in zip(pairs, (image, feature), strict=True):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            y_plain, y_fast = plain(x), fast(x)
+        torch.testing.assert_close(y_fast.float(), y_plain.float(), **tol)
+        g = torch.randn(y_plain.shape, generator=gen(3))
+        y_plain.float().backward(g)
+        y_fast.float().backward(g)
+        assert_grads_close(fast, plain, **tol)
+
+
+# ---------------------------------------------------------------------------------------------
+# RSSM
+# ---------------------------------------------------------------------------------------------
+
+
+def rssm_pair(kind: str) -> tuple[RSSM, FastRSSM]:
+    args = dict(
+        action_size=2,
+        embed_size=10,
+        state_size=5,
+        belief_size=7,
+        hidden_size=8,
+        cell="lstm" if kind == "lstm" else "gru",
+        future_rnn=kind != "past_rnn",
+        mean_only=kind == "mean_only",
+    )
+    torch.manual_seed(0)
+    plain = RSSM(**args)  # type: ignore[arg-type]
+    torch.manual_seed(0)
+    fast = FastRSSM(**args)  # type: ignore[arg-type]
+    for (name, a), b in zip(plain.state_dict().items(), fast.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    return plain, fast
+
+
+def assert_states_close(a: State, b: State) -> None:
+    for field, x, y in zip(State._fields, a, b, strict=True):
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5, msg=field)
+
+
+@pytest.mark.parametrize("kind", ["gru", "lstm", "past_rnn", "mean_only"])
+def test_fast_rssm_is_the_plain_one(kind: str) -> None:
+    """FastRSSM.observe equals the plain observe, a loop of ``obs_step``, with sampling on (the
+    same generator: the same noise), and so do ``imagine`` and every gradient."""
+    plain, fast = rssm_pair(kind)
+    T, B = 5, 3
+    embed, action = torch.randn(T, B, 10, generator=gen(1)), torch.randn(T, B, 2, generator=gen(2))
+    (post_p, prior_p), (post_f, prior_f) = (
+        m.observe(embed, action, generator=gen(3)) for m in (plain, fast)
+    )
+    assert_states_close(post_f, post_p)
+    assert_states_close(prior_f, prior_p)
+    if kind != "mean_only":  # sampling is on: the samples are not the means
+        assert not torch.allclose(post_p.sample, post_p.mean)
+    # The plain observe is obs_step after obs_step (one ε pair per step, drawn up front).
+    noise = torch.randn(2, T, B, 5, generator=gen(3))
+    state = plain.initial_state(B)
+    for t in range(T):
+        eps = None if kind == "mean_only" else (noise[0, t], noise[1, t])
+        state, prior = plain.obs_step(state, action[t], embed[t], noise=eps)
+        assert_states_close(state, post_p.map(lambda v, t=t: v[t]))
+        assert_states_close(prior, prior_p.map(lambda v, t=t: v[t]))
+    start_p, start_f = post_p.map(lambda v: v[-1]), post_f.map(lambda v: v[-1])
+    for sample in (True, False):
+        imagined_p = plain.imagine(action, start_p, gen(4), sample)
+        imagined_f = fast.imagine(action, start_f, gen(4), sample)
+        assert_states_close(imagined_f, imagined_p)
+        if not sample:
+            assert torch.equal(imagined_p.sample, imagined_p.mean)
+    loss = [
+        m.kl(post, prior).sum() + m.features(img).square().sum()
+        for m, post, prior, img in (
+            (plain, post_p, prior_p, imagined_p),
+            (fast, post_f, prior_f, imagined_f),
+        )
+    ]
+    for value in loss:
+        value.backward()
+    assert_grads_close(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_fast_world_model_is_the_plain_one(dtype: torch.dtype) -> None:
+    """The whole model with ``model.fast_kernels`` off and on: same weights from the same seed,
+    same loss terms and gradients (bf16: autocast on the encoder and decoder, as trained)."""
+    cfg = override(DEBUG, model={"compute_dtype": str(dtype).removeprefix("torch.")})
+    models = []
+    for fast in (False, True):
+        torch.manual_seed(0)
+        models.append(WorldModel(override(cfg, model={"fast_kernels": fast}), action_size=1))
+    plain, fast_model = models
+    assert type(plain.encoder) is Encoder and type(fast_model.encoder) is FastEncoder
+    assert type(plain.rssm) is RSSM and type(fast_model.rssm) is FastRSSM
+    for (name, a), b in zip(
+        plain.state_dict().items(), fast_model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    batch = legacy_batch()
+    (total_p, terms_p), (total_f, terms_f) = (m.loss_terms(batch, gen(5)) for m in models)
+    rel = 1e-5 if dtype == torch.float32 else 2e-3
+    for name in terms_p:
+        assert terms_f[name].item() == pytest.approx(terms_p[name].item(), rel=rel, abs=1e-5), name
+    total_p.backward()
+    total_f.backward()
+    tol = {"rtol": 1e-3, "atol": 1e-3} if dtype == torch.float32 else {"rtol": 0.05, "atol": 0.05}
+    assert_grads_close(fast_model, plain, **tol)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints of the older layouts
+# ---------------------------------------------------------------------------------------------
+
+
+def legacy_batch(T: int = 4, B: int = 2) -> dict[str, Tensor]:
+    """The batch of tests/data/make_legacy_checkpoint.py."""
+    g = gen(0)
+    return {
+        "image": torch.randint(0, 256, (T, B, 64, 64, 3), dtype=torch.uint8, generator=g),
+        "action": torch.rand(T, B, 1, generator=g) * 2 - 1,
+        "reward": torch.rand(T, B, generator=g),
+        "discount": torch.ones(T, B),
+    }
+
+
+def legacy_config(cell: str):
+    return override(
+        DEBUG,
+        model={
+            "cell": cell,
+            "cnn_depth": 1,
+            "belief_size": 6,
+            "state_size": 3,
+            "hidden_size": 5,
+            "reward_layers": 1,
+            "reward_units": 4,
+        },
+    )
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_a_checkpoint_of_the_older_layouts_loads(cell: str, fast: bool) -> None:
+    """A tiny model saved by the code before the torch layouts (commit 713e0be) computes the
+    same loss terms here; for the GRU its Adam moments are rearranged too: the next update
+    gives the parameters the old code computed."""
+    saved = torch.load(LEGACY, weights_only=True)[cell]
+    assert "rssm.cell.gates.weight" not in saved["model"]  # really the older layout
+    model = WorldModel(override(legacy_config(cell), model={"fast_kernels": fast}), action_size=1)
+    state, moved = upgrade_model_state(saved["model"])
+    assert set(state) == set(model.state_dict())
+    model.load_state_dict(saved["model"])
+    _, terms = model.loss_terms(legacy_batch(), gen(2))
+    for name, value in saved["loss_terms"].items():
+        assert terms[name].item() == pytest.approx(value.item(), rel=1e-5, abs=1e-6), name
+    if cell == "gru":
+        old_names, new_names = list(saved["model"]), list(state)  # the order is kept
+        trainer = WorldModelTrainer(model)
+        trainer.load_state_dict(saved["trainer"], moved)
+        trainer.update(legacy_batch(), gen(2))
+        for name, p in model.named_parameters():
+            old = old_names[new_names.index(name)]
+            expected = saved["after_second_update"][old]
+            expected = moved[name](expected) if name in moved else expected
+            torch.testing.assert_close(p.detach(), expected, msg=name)
