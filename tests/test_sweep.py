@@ -125,3 +125,37 @@ def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path
     assert checkpoint.stat().st_mtime_ns == mtime  # not trained again
     assert sorted((sweep / "ray").glob("session_*")) == sessions  # no Ray started for nothing
     assert {r["status"] for r in summary["trials"]} == {"done"}
+
+
+def test_a_retried_trial_resumes_its_checkpoint(tmp_path: Path, monkeypatch) -> None:
+    """A trial whose worker raised mid-run is run again by ``run_trial`` (what the sweep's
+    retry submits): it resumes the checkpoint its first attempt left, reaching the same end as a
+    trial that never failed; the log shows both attempts."""
+    from test_training import assert_same_run
+
+    from planet_torch.sweep import run_trial
+    from planet_torch.training.loop import Trainer
+
+    cfg = override(
+        DEBUG, task="cartpole-balance", schedule={"max_env_steps": 500, "total_updates": 1000}
+    )
+    whole, retried = tmp_path / "whole", tmp_path / "retried"
+    run_trial(cfg.to_dict(), str(whole), str(tmp_path / "whole.log"), 1)
+    update = Trainer._update
+
+    def dies_at_update_9(self: Trainer) -> None:
+        if self.counters.updates == 9:  # after the checkpoint of the test phase at 6
+            raise RuntimeError("worker lost")
+        update(self)
+
+    monkeypatch.setattr(Trainer, "_update", dies_at_update_9)
+    log = tmp_path / "retried.log"
+    with pytest.raises(RuntimeError, match="worker lost"):
+        run_trial(cfg.to_dict(), str(retried), str(log), 1)
+    monkeypatch.setattr(Trainer, "_update", update)
+    summary = run_trial(cfg.to_dict(), str(retried), str(log), 1)
+    assert summary["updates"] == 15
+    assert log.read_text().count("--- ") == 2  # one header per attempt
+    machines = json.loads((retried / "machines.json").read_text())
+    assert [m["from_updates"] for m in machines] == [0, 6]  # resumed at the checkpoint of 6
+    assert_same_run(whole, retried)
