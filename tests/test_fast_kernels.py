@@ -4,12 +4,13 @@ checkpoint of the older weight layouts loading into today's models (models/legac
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from planet_torch.config import DEBUG, override
 from planet_torch.models import (
@@ -30,6 +31,9 @@ from planet_torch.models.fast import (
     SubPixelConvTranspose2d,
 )
 from planet_torch.models.legacy import upgrade_model_state
+
+sys.path.insert(0, str(Path(__file__).parent / "data"))
+from legacy_inputs import legacy_batch, legacy_config
 
 LEGACY = Path(__file__).parent / "data" / "legacy_checkpoint.pt"
 
@@ -244,32 +248,6 @@ def test_fast_world_model_is_the_plain_one(dtype: torch.dtype) -> None:
 # ---------------------------------------------------------------------------------------------
 # Checkpoints of the older layouts
 # ---------------------------------------------------------------------------------------------
-
-
-def legacy_batch(T: int = 4, B: int = 2) -> dict[str, Tensor]:
-    """The batch of tests/data/make_legacy_checkpoint.py."""
-    g = gen(0)
-    return {
-        "image": torch.randint(0, 256, (T, B, 64, 64, 3), dtype=torch.uint8, generator=g),
-        "action": torch.rand(T, B, 1, generator=g) * 2 - 1,
-        "reward": torch.rand(T, B, generator=g),
-        "discount": torch.ones(T, B),
-    }
-
-
-def legacy_config(cell: str):
-    return override(
-        DEBUG,
-        model={
-            "cell": cell,
-            "cnn_depth": 1,
-            "belief_size": 6,
-            "state_size": 3,
-            "hidden_size": 5,
-            "reward_layers": 1,
-            "reward_units": 4,
-        },
-    )
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])

@@ -6,6 +6,7 @@ import io
 import math
 
 import numpy as np
+import pytest
 import torch
 from model_helpers import blob_batch, gen, make, one_thread  # noqa: F401 (a fixture)
 from torch import nn
@@ -154,22 +155,27 @@ def test_shapes_through_every_module() -> None:
         assert post1.sample.shape == prior1.sample.shape == (B, 6)
 
 
-def test_ssm_observe_loop_equals_single_steps() -> None:
-    """The SSM's optimised sequence loop computes what stepping one step at a time computes
-    (the RSSM's fast loops: tests/test_fast_kernels.py)."""
+@pytest.mark.parametrize("mean_only", [False, True])
+def test_ssm_observe_loop_equals_single_steps(mean_only: bool) -> None:
+    """The SSM's optimised sequence loops compute what stepping one step at a time computes,
+    with sampling on (the same noise) and off (the RSSM's: tests/test_fast_kernels.py)."""
     torch.manual_seed(0)
-    T, B, A, E = 4, 3, 2, 10
-    model = SSM(A, E, 5, 8, mean_only=True)  # deterministic, so both paths compare exactly
+    T, B, A, E, S = 4, 3, 2, 10, 5
+    model = SSM(A, E, S, 8, mean_only=mean_only)
     embed, action = torch.randn(T, B, E), torch.randn(T, B, A)
-    post, prior = model.observe(embed, action)
+    post, prior = model.observe(embed, action, generator=gen(3))
+    eps = None if mean_only else torch.randn(2, T, B, S, generator=gen(3))  # the same draw
     state = model.initial_state(B)
     for t in range(T):
-        state, p = model.obs_step(state, action[t], embed[t])
+        noise = None if eps is None else (eps[0, t], eps[1, t])
+        state, p = model.obs_step(state, action[t], embed[t], noise=noise)
         for a, b in zip((*state, *p), (*post, *prior), strict=True):
             torch.testing.assert_close(a, b[t], rtol=1e-5, atol=1e-6)
     start = post.map(lambda v: v[1])
-    imagined = model.imagine(action[2:], start)
-    step = model.img_step(model.img_step(start, action[2]), action[3])
+    imagined = model.imagine(action[2:], start, gen(4))
+    eps = None if mean_only else torch.randn(2, B, S, generator=gen(4))
+    first = model.img_step(start, action[2], noise=None if eps is None else eps[0])
+    step = model.img_step(first, action[3], noise=None if eps is None else eps[1])
     for a, b in zip(step, imagined.map(lambda v: v[1]), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 

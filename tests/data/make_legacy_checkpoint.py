@@ -13,34 +13,10 @@ import copy
 from pathlib import Path
 
 import torch
+from legacy_inputs import legacy_batch as batch
+from legacy_inputs import legacy_config as config
 
-from planet_torch.config import DEBUG, override
 from planet_torch.models import WorldModel, WorldModelTrainer
-
-
-def batch(T: int = 4, B: int = 2) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {
-        "image": torch.randint(0, 256, (T, B, 64, 64, 3), dtype=torch.uint8, generator=g),
-        "action": torch.rand(T, B, 1, generator=g) * 2 - 1,
-        "reward": torch.rand(T, B, generator=g),
-        "discount": torch.ones(T, B),
-    }
-
-
-def config(cell: str):
-    return override(
-        DEBUG,
-        model={
-            "cell": cell,
-            "cnn_depth": 1,
-            "belief_size": 6,
-            "state_size": 3,
-            "hidden_size": 5,
-            "reward_layers": 1,
-            "reward_units": 4,
-        },
-    )
 
 
 def main() -> None:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from planet_torch.models.latent import State, check_sequence, draw_noise, reparameterised
+from planet_torch.models.latent import State, reparameterised
 from planet_torch.models.rssm import RSSM, GRUBlockCell, LSTMBlockCell
 
 
@@ -69,7 +69,8 @@ class _Weights(NamedTuple):
 
 
 class FastRSSM(RSSM):
-    """:class:`RSSM` whose ``observe`` and ``imagine`` loops do the least work per step."""
+    """:class:`RSSM` whose ``observe`` and ``imagine`` loops do the least work per step (the
+    noise is drawn by the caller, models/latent.py, the same for both)."""
 
     def _loop_weights(self, action: Tensor) -> tuple[Tensor, _Weights]:
         """The action part (+ bias) of the first dense layer [..., hidden], and the weights a
@@ -85,50 +86,33 @@ class FastRSSM(RSSM):
         mean, std = self.prior_out(F.relu(self.prior_hidden(hidden)))
         return mean, std, reparameterised(mean, std, eps)
 
-    def imagine(
-        self,
-        action: Tensor,
-        state: State,
-        generator: torch.Generator | None = None,
-        sample: bool = True,
-    ) -> State:
-        T, B = action.shape[:2]
-        assert action.shape[-1] == self.action_size, action.shape
+    def _rollout(self, action: Tensor, state: State, eps: Tensor | None) -> State:
         pre_a, w = self._loop_weights(action)  # pre_a [T, B, hidden], once for all T
-        eps = draw_noise((T, B, self.state_size), pre_a, generator, self.mean_only or not sample)
         states = []
-        for t in range(T):
+        for t in range(action.shape[0]):
             x = F.relu(torch.addmm(pre_a[t], state.sample, w.s))  # [B, hidden]
             gx = torch.addmm(w.bx, x, w.x)
             h, c = cell_step(self.cell, gx, state.belief, state.rnn_state, w.h)
             noise = None if eps is None else eps[t]
-            mean, std, sample_t = self._prior(h if self.future_rnn else x, noise)
-            state = State(mean, std, sample_t, h, c)
+            mean, std, sample = self._prior(h if self.future_rnn else x, noise)
+            state = State(mean, std, sample, h, c)
             states.append(state)
         return State.stack(states)
 
-    def observe(
-        self,
-        embed: Tensor,
-        action: Tensor,
-        init_state: State | None = None,
-        generator: torch.Generator | None = None,
+    def _filter(
+        self, embed: Tensor, action: Tensor, state: State, eps: Tensor | None
     ) -> tuple[State, State]:
-        check_sequence(embed, action, self.embed_size, self.action_size)
-        T, B = action.shape[:2]
-        state = init_state if init_state is not None else self.initial_state(B, embed.device)
-        S, H = self.state_size, self.belief_size
+        H = self.belief_size
         # Everything that does not depend on the recurrence, for all T at once.
         pre_a, w = self._loop_weights(action)  # pre_a [T, B, hidden]
         post_w = self.posterior_hidden.weight
         w_h = post_w[:, :H].t()  # [H, hid]
         pre_e = F.linear(embed, post_w[:, H:], self.posterior_hidden.bias)  # [T, B, hid]
         w_out, b_out = self.posterior_out.fused()
-        eps = draw_noise((2, T, B, S), action, generator, self.mean_only)  # posterior, prior
 
         s, h, c = state.sample, state.belief, state.rnn_state
         xs, hs, cs, means, stds, samples = [], [], [], [], [], []
-        for t in range(T):
+        for t in range(action.shape[0]):
             x = F.relu(torch.addmm(pre_a[t], s, w.s))  # [B, hidden]
             h, c = cell_step(self.cell, torch.addmm(w.bx, x, w.x), h, c, w.h)  # [B, H]
             z = F.relu(torch.addmm(pre_e[t], h, w_h))

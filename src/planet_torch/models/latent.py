@@ -100,6 +100,8 @@ def reparameterised(mean: Tensor, std: Tensor, eps: Tensor | None) -> Tensor:
 class LatentModel(nn.Module):
     """What the world model, the planner and the agent use of a latent dynamics model."""
 
+    action_size: int
+    embed_size: int
     state_size: int
     belief_size: int
     feature_size: int
@@ -120,6 +122,29 @@ class LatentModel(nn.Module):
         """KL(posterior ‖ prior) summed over latent dims: [...], float32."""
         return kl_normal(posterior, prior)
 
+    def img_step(
+        self,
+        state: State,
+        action: Tensor,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
+    ) -> State:
+        """One open-loop step: state [B, ...], action [B, A] -> prior [B, ...]. ``noise`` is the
+        ε of the sample (drawn from ``generator`` when None)."""
+        raise NotImplementedError
+
+    def obs_step(
+        self,
+        state: State,
+        action: Tensor,
+        embed: Tensor,
+        generator: torch.Generator | None = None,
+        noise: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[State, State]:
+        """One filtering step: state, action [B, A], embed [B, E] -> (posterior, prior).
+        ``noise``: the (posterior, prior) ε (drawn from ``generator`` when None)."""
+        raise NotImplementedError
+
     def observe(
         self,
         embed: Tensor,
@@ -129,25 +154,27 @@ class LatentModel(nn.Module):
     ) -> tuple[State, State]:
         """Filter a sequence: embed [T, B, E], action [T, B, A] -> (posterior, prior) [T, B, ...].
 
-        ``action[t]`` is the action that led to the observation embedded in ``embed[t]``.
+        ``action[t]`` is the action that led to the observation embedded in ``embed[t]``. All
+        noise is drawn here, once, so every way of computing the loop uses the same.
         """
-        raise NotImplementedError
+        check_sequence(embed, action, self.embed_size, self.action_size)
+        T, B = action.shape[:2]
+        state = init_state if init_state is not None else self.initial_state(B, embed.device)
+        eps = draw_noise((2, T, B, self.state_size), action, generator, self.mean_only)
+        return self._filter(embed, action, state, eps)
 
-    def img_step(
-        self, state: State, action: Tensor, generator: torch.Generator | None = None
-    ) -> State:
-        """One open-loop step: state [B, ...], action [B, A] -> prior [B, ...]."""
-        raise NotImplementedError
-
-    def obs_step(
-        self,
-        state: State,
-        action: Tensor,
-        embed: Tensor,
-        generator: torch.Generator | None = None,
+    def _filter(
+        self, embed: Tensor, action: Tensor, state: State, eps: Tensor | None
     ) -> tuple[State, State]:
-        """One filtering step: state, action [B, A], embed [B, E] -> (posterior, prior)."""
-        raise NotImplementedError
+        """The loop of :meth:`observe`: ``obs_step`` after ``obs_step``; ``eps`` [2, T, B, S]
+        holds the posterior's and the prior's ε (None: the means)."""
+        posteriors, priors = [], []
+        for t in range(action.shape[0]):
+            noise = None if eps is None else (eps[0, t], eps[1, t])
+            state, prior = self.obs_step(state, action[t], embed[t], noise=noise)
+            posteriors.append(state)
+            priors.append(prior)
+        return State.stack(posteriors), State.stack(priors)
 
     def imagine(
         self,
@@ -162,11 +189,20 @@ class LatentModel(nn.Module):
         Row t is the prior after applying ``action[t]``; with ``state`` the posterior at time k
         and ``action[t]`` = a_{k+t}, row t is the state at time k+t+1 (whose reward is r_{k+t+1}).
         """
+        T, B = action.shape[:2]
+        assert action.shape[-1] == self.action_size, action.shape
+        shape = (T, B, self.state_size)
+        if sample:
+            eps = draw_noise(shape, action, generator, self.mean_only)
+        else:  # ε = 0: the means
+            eps = torch.zeros(shape, dtype=action.dtype, device=action.device)
+        return self._rollout(action, state, eps)
+
+    def _rollout(self, action: Tensor, state: State, eps: Tensor | None) -> State:
+        """The loop of :meth:`imagine`: ``img_step`` after ``img_step`` with ε ``eps`` [T, B, S]."""
         states = []
         for t in range(action.shape[0]):
-            state = self.img_step(state, action[t], generator)
-            if not sample:
-                state = state._replace(sample=state.mean)
+            state = self.img_step(state, action[t], noise=None if eps is None else eps[t])
             states.append(state)
         return State.stack(states)
 

@@ -14,7 +14,7 @@ The posterior sees s_{t-1} only through h_t. With ``future_rnn=False`` the prior
 instead of h_t. ``mean_only`` (deterministic ablation) sets every sample to its mean.
 
 This is the reference a student reads: one step is :meth:`RSSM.img_step` (prior) and
-:meth:`RSSM.obs_step` (posterior), and a sequence is a loop of steps. Training runs
+:meth:`RSSM.obs_step` (posterior); ``observe`` and ``imagine`` (models/latent.py) loop over them. Training runs
 :class:`~planet_torch.models.fast_rssm.FastRSSM` (``model.fast_kernels``, on by default): the same
 parameters and function, tested equal, with the sequence loops rewritten for speed.
 """
@@ -32,7 +32,6 @@ from planet_torch.models.latent import (
     GaussianHead,
     LatentModel,
     State,
-    check_sequence,
     draw_noise,
     reparameterised,
 )
@@ -169,42 +168,3 @@ class RSSM(LatentModel):
             post_noise = draw_noise(mean.shape, mean, generator, self.mean_only)
         sample = reparameterised(mean, std, post_noise)
         return State(mean, std, sample, prior.belief, prior.rnn_state), prior
-
-    def observe(
-        self,
-        embed: Tensor,
-        action: Tensor,
-        init_state: State | None = None,
-        generator: torch.Generator | None = None,
-    ) -> tuple[State, State]:
-        check_sequence(embed, action, self.embed_size, self.action_size)
-        T, B = action.shape[:2]
-        state = init_state if init_state is not None else self.initial_state(B, embed.device)
-        eps = draw_noise((2, T, B, self.state_size), action, generator, self.mean_only)
-        posteriors, priors = [], []
-        for t in range(T):
-            noise = None if eps is None else (eps[0, t], eps[1, t])
-            state, prior = self.obs_step(state, action[t], embed[t], noise=noise)
-            posteriors.append(state)
-            priors.append(prior)
-        return State.stack(posteriors), State.stack(priors)
-
-    def imagine(
-        self,
-        action: Tensor,
-        state: State,
-        generator: torch.Generator | None = None,
-        sample: bool = True,
-    ) -> State:
-        T, B = action.shape[:2]
-        assert action.shape[-1] == self.action_size, action.shape
-        shape = (T, B, self.state_size)
-        if sample:
-            eps = draw_noise(shape, action, generator, self.mean_only)
-        else:  # ε = 0: follow the prior means
-            eps = torch.zeros(shape, dtype=action.dtype, device=action.device)
-        states = []
-        for t in range(T):
-            state = self.img_step(state, action[t], noise=None if eps is None else eps[t])
-            states.append(state)
-        return State.stack(states)

@@ -18,7 +18,6 @@ from planet_torch.models.latent import (
     GaussianHead,
     LatentModel,
     State,
-    check_sequence,
     draw_noise,
     reparameterised,
 )
@@ -64,24 +63,21 @@ class SSM(LatentModel):
         return weight[:, : self.state_size].t(), pre_a
 
     def img_step(
-        self, state: State, action: Tensor, generator: torch.Generator | None = None
+        self,
+        state: State,
+        action: Tensor,
+        generator: torch.Generator | None = None,
+        noise: Tensor | None = None,
     ) -> State:
         w_s, pre_a = self._split_prior_in(action)
-        eps = draw_noise(state.sample.shape, state.sample, generator, self.mean_only)
-        return self._prior_step(state.sample, pre_a, w_s, eps)
+        if noise is None:
+            noise = draw_noise(state.sample.shape, state.sample, generator, self.mean_only)
+        return self._prior_step(state.sample, pre_a, w_s, noise)
 
-    def imagine(
-        self,
-        action: Tensor,
-        state: State,
-        generator: torch.Generator | None = None,
-        sample: bool = True,
-    ) -> State:
-        T, B = action.shape[:2]
+    def _rollout(self, action: Tensor, state: State, eps: Tensor | None) -> State:
         w_s, pre_a = self._split_prior_in(action)  # [T, B, hidden] once for all T
-        eps = draw_noise((T, B, self.state_size), pre_a, generator, self.mean_only or not sample)
         states = []
-        for t in range(T):
+        for t in range(action.shape[0]):
             state = self._prior_step(state.sample, pre_a[t], w_s, None if eps is None else eps[t])
             states.append(state)
         return State.stack(states)
@@ -97,33 +93,30 @@ class SSM(LatentModel):
         action: Tensor,
         embed: Tensor,
         generator: torch.Generator | None = None,
+        noise: tuple[Tensor, Tensor] | None = None,
     ) -> tuple[State, State]:
-        prior = self.img_step(state, action, generator)
-        eps = draw_noise(prior.mean.shape, prior.mean, generator, self.mean_only)
-        return self._posterior(prior, embed, eps), prior
+        post_noise, prior_noise = (None, None) if noise is None else noise
+        prior = self.img_step(state, action, generator, prior_noise)
+        if post_noise is None:
+            post_noise = draw_noise(prior.mean.shape, prior.mean, generator, self.mean_only)
+        return self._posterior(prior, embed, post_noise), prior
 
-    def observe(
-        self,
-        embed: Tensor,
-        action: Tensor,
-        init_state: State | None = None,
-        generator: torch.Generator | None = None,
+    def _filter(
+        self, embed: Tensor, action: Tensor, state: State, eps: Tensor | None
     ) -> tuple[State, State]:
-        check_sequence(embed, action, self.embed_size, self.action_size)
-        T, B = action.shape[:2]
+        """The loop of ``observe`` written for speed (the same function as ``obs_step`` after
+        ``obs_step``, tested)."""
         S = self.state_size
-        state = init_state if init_state is not None else self.initial_state(B, embed.device)
         w_s, pre_a = self._split_prior_in(action)  # [T, B, hidden]
         post_w = self.posterior_hidden.weight
         w_pm, w_ps = post_w[:, :S].t(), post_w[:, S : 2 * S].t()
         pre_e = F.linear(embed, post_w[:, 2 * S :], self.posterior_hidden.bias)  # [T, B, hidden]
         w_prior, b_prior = self.prior_out.fused()
         w_post, b_post = self.posterior_out.fused()
-        eps = draw_noise((2, T, B, S), pre_a, generator, self.mean_only)
         s = state.sample
         priors: list[tuple[Tensor, Tensor]] = []
         posts: list[tuple[Tensor, Tensor, Tensor]] = []
-        for t in range(T):
+        for t in range(action.shape[0]):
             y = F.relu(torch.addmm(pre_a[t], s, w_s))
             p_mean, p_std = self.prior_out.split(torch.addmm(b_prior, y, w_prior))
             z = F.relu(torch.addmm(torch.addmm(pre_e[t], p_mean, w_pm), p_std, w_ps))
