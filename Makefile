@@ -36,8 +36,8 @@ demo: $(STAMP)
 	$(VENV)/bin/planet inspect --run-dir $(DEMO_RUN)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
-	$(VENV)/bin/ruff format --check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy src/planet_torch

@@ -1,4 +1,4 @@
-"""Arrows go one way: cli → sweep → training → agents → models / planning → envs / replay →
+"""Arrows go one way: cli / api → sweep → training → agents → models / planning → envs / replay →
 config → errors. A module imports only from layers below its own; in particular the planner
 (planning/) knows no model and models know no planner."""
 
@@ -24,6 +24,7 @@ LAYERS = {
     "doctor": 5,
     "sweep": 6,
     "cli": 7,
+    "api": 7,
     "__init__": 8,
 }
 

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, Union
 
 import tyro
 
-from planet_torch.config import Config, PresetName, preset
+from planet_torch.config import Config, PresetName, preset, task_slug
 from planet_torch.errors import UserError
 from planet_torch.published import DMC_TASKS
 
@@ -30,7 +30,7 @@ ConfigArg = Annotated[Config, tyro.conf.arg(name="")]  # config fields without a
 
 
 def default_run_dir(cfg: Config, preset_name: str) -> Path:
-    return Path("runs") / f"{cfg.task}-{preset_name}-seed{cfg.seed}"
+    return Path("runs") / f"{task_slug(cfg.task)}-{preset_name}-seed{cfg.seed}"
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,14 @@ class TaskSpec:
 
     name: str
     """Name used on the command line, e.g. ``cartpole-swingup``."""
-    suite: Literal["dmc", "gym", "test", "multi"]
-    """``dmc`` = dm_control suite, ``gym`` = gymnasium, ``test`` = the built-in test environment."""
+    suite: Literal["dmc", "gym", "py", "test", "multi"]
+    """``dmc`` = dm_control suite, ``gym`` = gymnasium, ``py`` = a user's factory, ``test`` =
+    the built-in test environment."""
     env_id: str
-    """dm_control ``domain/task`` or gymnasium id."""
+    """dm_control ``domain/task``, gymnasium id, or ``package.module:factory``."""
     action_repeat: int
-    """Env steps per policy step in the paper / original code (scripts/tasks.py)."""
+    """Env steps per policy step in the paper / original code (scripts/tasks.py); for a task
+    outside the table the suite's default (:data:`DEFAULT_ACTION_REPEAT`)."""
     episode_env_steps: int = 1000
     """Episode length in env steps; the episode has ``episode_env_steps // action_repeat`` decisions."""
     paper_score: float | None = None
@@ -69,16 +71,53 @@ _TASK_LIST: tuple[TaskSpec, ...] = (
 )
 TASKS: dict[str, TaskSpec] = {t.name: t for t in _TASK_LIST}
 
+DEFAULT_ACTION_REPEAT = {"dmc": 2, "gym": 1, "py": 1}
+"""Action repeat of a task outside the table (``--env.action-repeat`` overrides it): dm_control
+2, as Dreamer uses for every suite task; gymnasium 1 and a user's env 1, as the original's gym
+tasks."""
+
+TASK_FORMS = "dmc:DOMAIN-TASK (e.g. dmc:walker-run), gym:ENV_ID, py:package.module:factory"
+
 
 def task_spec(name: str) -> TaskSpec:
     """Look a task up by name; an unknown name is a user error that lists the valid ones.
-    ``a+b+c`` is one agent for several dm_control tasks (envs/multitask.py)."""
+
+    Besides the table: ``dmc:DOMAIN-TASK`` is any dm_control suite task (``dmc:ball_in_cup-catch``;
+    the table's action repeat where the table has it), ``gym:ENV_ID`` any gymnasium env with
+    continuous actions and an RGB render, ``py:package.module:factory`` a user's env
+    (envs/custom.py); ``a+b+c`` is one agent for several dm_control tasks (envs/multitask.py).
+    Whether such a task exists is checked where its env is built (envs/)."""
     if "+" in name:
         return _multi_task_spec(name)
-    try:
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise UserError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}") from None
+    suite, colon, rest = name.partition(":")
+    if colon and suite == "dmc":
+        domain, dash, task = rest.partition("-")
+        if not (dash and domain and task):
+            raise UserError(
+                f"task {name!r}: dm_control tasks are named dmc:DOMAIN-TASK, e.g. dmc:walker-run"
+            )
+        env_id = f"{domain}/{task}"
+        for known in _TASK_LIST:
+            if known.suite == "dmc" and known.env_id == env_id:
+                return dataclasses.replace(known, name=name)
+        return TaskSpec(name, "dmc", env_id, DEFAULT_ACTION_REPEAT["dmc"])
+    if colon and suite == "gym" and rest:
+        for known in _TASK_LIST:
+            if known.suite == "gym" and known.env_id == rest:
+                return dataclasses.replace(known, name=name)
+        return TaskSpec(name, "gym", rest, DEFAULT_ACTION_REPEAT["gym"])
+    if colon and suite == "py":
+        if rest.count(":") != 1 or not all(rest.split(":")):
+            raise UserError(f"task {name!r}: name a factory as py:package.module:function")
+        return TaskSpec(name, "py", rest, DEFAULT_ACTION_REPEAT["py"])
+    raise UserError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}, or {TASK_FORMS}")
+
+
+def task_slug(name: str) -> str:
+    """A task name as a file name: ``dmc:walker-run`` -> ``dmc_walker-run``."""
+    return name.replace(":", "_").replace("/", "_")
 
 
 def _multi_task_spec(name: str) -> TaskSpec:
@@ -319,7 +358,9 @@ class Config:
     """A whole run. ``planet train`` writes it to ``<run>/config.json``."""
 
     task: str = "cartpole-balance"
-    """Task name (see ``planet train --help`` or config.TASKS)."""
+    """Task: a name of the table (config.TASKS), dmc:DOMAIN-TASK (any dm_control suite task),
+    gym:ENV_ID (a gymnasium env with continuous actions) or py:package.module:factory (your env,
+    docs/custom_envs.md); a+b for one agent on several dm_control tasks."""
     seed: int = 0
     """Seeds every random number generator of the run."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

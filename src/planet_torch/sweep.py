@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from planet_torch.config import Config, override, task_spec
+from planet_torch.config import Config, override, task_slug, task_spec
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
 
@@ -100,7 +100,8 @@ def plan_trials(base: Config, tasks: str, seeds: str, variants: str) -> list[Tri
         for variant in variant_names:
             for seed in parse_seeds(seeds):
                 cfg = override(base, task=task, seed=seed, **VARIANTS[variant]).validate()
-                trials.append(Trial(f"{task}-{variant}-seed{seed}", task, variant, seed, cfg))
+                name = f"{task_slug(task)}-{variant}-seed{seed}"
+                trials.append(Trial(name, task, variant, seed, cfg))
     return trials
 
 

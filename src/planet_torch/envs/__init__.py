@@ -46,9 +46,19 @@ def make_env(cfg: Config, seed: int) -> Env:
             camera_id=cfg.env.camera_id,
             exact_render=cfg.env.exact_render,
         )
-    from planet_torch.envs.gym import GymEnv
+    if spec.suite == "py":
+        from planet_torch.envs.custom import make_custom_env
 
-    return GymEnv(
+        return make_custom_env(
+            spec,
+            seed=seed,
+            action_repeat=action_repeat,
+            max_policy_steps=max_policy_steps,
+            image_size=image_size,
+        )
+    from planet_torch.envs.gym import make_gym_env
+
+    return make_gym_env(
         spec,
         seed=seed,
         action_repeat=action_repeat,

@@ -9,6 +9,7 @@ here with shadows, and two EGL users in one process print EGL_BAD_DISPLAY at exi
 
 from __future__ import annotations
 
+import difflib
 import logging
 from typing import Any
 
@@ -24,6 +25,16 @@ def _quiet_mujoco_deprecations(record: logging.LogRecord) -> bool:
     """MuJoCo 3.x warns through absl on every load of cheetah's XML (``settotalmass`` is
     deprecated); the model is dm_control's own and compiles as intended: drop that one line."""
     return "is deprecated and will be removed" not in record.getMessage()
+
+
+def unknown_dmc_task(name: str, domain: str, task: str, known: tuple[tuple[str, str], ...]) -> str:
+    """One line: what is not in the suite, and the closest names that are."""
+    names = [f"dmc:{d}-{t}" for d, t in known]
+    close = difflib.get_close_matches(f"dmc:{domain}-{task}", names, n=4, cutoff=0.5)
+    if not close and domain in {d for d, _ in known}:
+        close = [n for n in names if n.startswith(f"dmc:{domain}-")]
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see dm_control.suite.ALL_TASKS"
+    return f"task {name!r}: dm_control's suite has no {domain}/{task}{hint}"
 
 
 class DmcEnv(Env):
@@ -47,6 +58,8 @@ class DmcEnv(Env):
         if _quiet_mujoco_deprecations not in absl_logger.filters:
             absl_logger.addFilter(_quiet_mujoco_deprecations)
         domain, task = spec.env_id.split("/")
+        if (domain, task) not in suite.ALL_TASKS:
+            raise UserError(unknown_dmc_task(spec.name, domain, task, suite.ALL_TASKS))
         # No dm_control time limit: ours (max_policy_steps) is the only one, so dm_control never
         # ends an episode early or auto-resets, and a last() time step means a real termination.
         self._env: Any = suite.load(

@@ -180,13 +180,17 @@ class BaseTrainer(abc.ABC):
         self.cfg = cfg.validate()
         self._validate()  # before the run folder is created
         self.device = resolve_device(cfg.device)
-        # One writing process per run folder; refuses a folder of another config.
-        self.writer = self.run.open_for_writing(cfg, new_run=not resume)
+        # A task that cannot be built (unknown, discrete actions...) fails before the folder exists.
+        self.env: Env = make_env(cfg, seed=episode_seed(cfg.seed, "train", 0, cfg.task_count))
+        try:  # one writing process per run folder; refuses a folder of another config
+            self.writer = self.run.open_for_writing(cfg, new_run=not resume)
+        except BaseException:
+            self.env.close()
+            raise
         self.progress = sys.stdout.isatty() if progress is None else progress
         self.stop_requested = False
         self.train_store = EpisodeStore(EpisodeDir(self.run.train_episodes))
         self.test_store = EpisodeStore(EpisodeDir(self.run.test_episodes))
-        self.env: Env = make_env(cfg, seed=episode_seed(cfg.seed, "train", 0, cfg.task_count))
         seed_everything(cfg.seed)  # initial weights come from the global stream
         self._build()
         self.counters = Counters()

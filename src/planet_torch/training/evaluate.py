@@ -29,7 +29,7 @@ from planet_torch.training.run_dir import RunDir
 from planet_torch.training.video import write_video
 
 
-def _agent_factory(
+def agent_factory(
     cfg: Config, state: dict[str, Any], env: Env, device: torch.device
 ) -> Callable[[int], Agent]:
     """A function episode seed -> noise-free agent, for the algorithm of the run."""
@@ -111,7 +111,7 @@ def evaluate(
     else:
         env = make_env(cfg, seed=episode_seed(cfg.seed, "eval", 0, cfg.task_count))
         try:
-            make_agent = _agent_factory(cfg, state, env, torch_device)
+            make_agent = agent_factory(cfg, state, env, torch_device)
             for i in range(episodes):
                 seed = episode_seed(cfg.seed, "eval", i, cfg.task_count)
                 agent = make_agent(seed)

@@ -1,0 +1,134 @@
+"""Any dm_control suite task, any continuous gymnasium env, a user's own env, the library API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_cli import assert_one_line_error, planet
+
+from planet_torch.config import DEBUG, PAPER, Config, override, task_slug, task_spec
+from planet_torch.envs import make_env
+from planet_torch.errors import UserError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cfg(task: str, **env: int) -> Config:
+    return override(PAPER, task=task, env=env)
+
+
+def assert_real_episode(cfg: Config, policy_steps: int = 6) -> np.ndarray:
+    """A few policy steps of random actions: 64×64 uint8 frames that are not blank and change."""
+    frames = []
+    with make_env(cfg, seed=3) as env:
+        frames.append(env.reset(seed=3).image)
+        rng = np.random.default_rng(0)
+        for _ in range(policy_steps):
+            step = env.step(rng.uniform(-1, 1, env.action_size).astype(np.float32))
+            frames.append(step.observation.image)
+            assert np.isfinite(step.reward)
+    video = np.stack(frames)
+    assert video.shape == (policy_steps + 1, 64, 64, 3) and video.dtype == np.uint8
+    assert video.std() > 5, "blank frames"
+    assert np.abs(np.diff(video.astype(int), axis=0)).sum() > 0, "nothing moves"
+    return video
+
+
+def test_task_names_of_every_form() -> None:
+    assert task_spec("dmc:pendulum-swingup").env_id == "pendulum/swingup"
+    assert task_spec("dmc:pendulum-swingup").action_repeat == 2  # the stated default
+    cup = task_spec("dmc:ball_in_cup-catch")  # in the table: its action repeat and reference
+    assert (cup.env_id, cup.action_repeat, cup.paper_score) == ("ball_in_cup/catch", 4, 930.0)
+    assert task_spec("gym:Pendulum-v1").action_repeat == 1
+    assert task_spec("py:examples.custom_env:make").suite == "py"
+    assert _cfg("dmc:pendulum-swingup", action_repeat=3).action_repeat == 3  # overridable
+    assert task_slug("dmc:walker-run") == "dmc_walker-run"
+    for bad, message in (
+        ("dmc:walker", "dmc:DOMAIN-TASK"),
+        ("py:nomodule", "py:package.module:function"),
+        ("walker-run", "dmc:DOMAIN-TASK"),
+    ):
+        with pytest.raises(UserError, match=message):
+            task_spec(bad)
+
+
+def test_a_dm_control_task_outside_the_table_collects_a_real_episode() -> None:
+    cfg = _cfg("dmc:pendulum-swingup")
+    assert_real_episode(cfg)
+    with make_env(cfg, seed=0) as env:
+        assert env.state_size == 3  # orientation (2) + velocity (1): the task's own spec
+
+
+def test_a_gymnasium_env_collects_a_real_episode() -> None:
+    cfg = _cfg("gym:Pendulum-v1")
+    assert_real_episode(cfg)
+    with make_env(cfg, seed=0) as env:
+        assert (env.action_size, env.state_size) == (1, 3)
+        np.testing.assert_array_equal(env._native, (np.array([-2.0]), np.array([2.0])))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "task,message",
+    [
+        ("dmc:walker-rnu", "did you mean dmc:walker-run"),
+        ("dmc:walkr-walk", "did you mean dmc:walker-walk"),
+        ("gym:Pendulum-v0", "did you mean gym:Pendulum-v1"),
+        ("gym:CartPole-v1", "Discrete actions; PlaNet plans continuous ones"),
+        ("py:examples.nothing_here:make", "cannot import 'examples.nothing_here'"),
+        ("py:examples.custom_env:missing", "has no function 'missing'"),
+        ("py:test_any_env:returns_a_string", "returned a str, not a planet_torch.envs.Env"),
+        ("py:test_any_env:gym_without_pictures", "draws no picture"),
+    ],
+)
+def test_tasks_that_cannot_be_built_are_user_errors(task: str, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        make_env(override(DEBUG, task=task), seed=0).close()
+
+
+def returns_a_string(seed: int) -> str:
+    return "not an env"
+
+
+def gym_without_pictures(seed: int):
+    import gymnasium
+
+    return gymnasium.make("Pendulum-v1")  # render_mode None
+
+
+def test_a_bad_task_fails_in_one_line_before_any_folder_exists(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = planet("train", "--preset", "debug", "--task", "dmc:walker-rnu", "--run-dir", str(run))
+    assert_one_line_error(result, "did you mean dmc:walker-run")
+    assert not run.exists()
+
+
+def test_the_example_env_trains_through_the_api_and_acts(tmp_path: Path, monkeypatch) -> None:
+    """examples/custom_env.py's factory, trained through ``planet_torch.train``; ``load_run``
+    gives an agent that acts on the env's frames."""
+    monkeypatch.chdir(ROOT)  # the factory is named from the repository root, as documented
+    monkeypatch.syspath_prepend(str(ROOT))
+    import planet_torch
+
+    cfg = planet_torch.override(
+        planet_torch.preset("debug"),
+        task="py:examples.custom_env:make",
+        env={"action_repeat": 2, "episode_env_steps": 40},
+        schedule={"total_updates": 6, "final_eval_episodes": 1},
+    )
+    summary = planet_torch.train(cfg, tmp_path / "custom")
+    assert summary["updates"] == 6 and (tmp_path / "custom" / "scores.json").exists()
+    run = planet_torch.load_run(tmp_path / "custom")
+    assert run.config == cfg and run.updates == 6
+    env, agent = run.make_env(seed=0), run.agent(seed=0)
+    observation = env.reset(seed=0)
+    agent.reset()
+    action = agent.act(observation)
+    assert action.shape == (2,) and np.all(np.abs(action) <= 1)
+    assert env.step(action).observation.image.shape == (64, 64, 3)
+    env.close()
+    with pytest.raises(UserError, match="holds no run"):
+        planet_torch.load_run(tmp_path / "nothing")
+    assert "planet_torch.api" in sys.modules
