@@ -49,19 +49,24 @@ def make_env(cfg: Config, seed: int) -> Env:
     if spec.suite == "py":
         from planet_torch.envs.custom import make_custom_env
 
-        return make_custom_env(
+        env = make_custom_env(
             spec,
             seed=seed,
             action_repeat=action_repeat,
             max_policy_steps=max_policy_steps,
             image_size=image_size,
         )
-    from planet_torch.envs.gym import make_gym_env
+    else:
+        from planet_torch.envs.gym import make_gym_env
 
-    return make_gym_env(
-        spec,
-        seed=seed,
-        action_repeat=action_repeat,
-        max_policy_steps=max_policy_steps,
-        image_size=image_size,
-    )
+        env = make_gym_env(
+            spec,
+            seed=seed,
+            action_repeat=action_repeat,
+            max_policy_steps=max_policy_steps,
+            image_size=image_size,
+        )
+    # As the original's gym tasks (MinimumDuration): an episode that ends early still fills
+    # one training chunk instead of being left out by the sampler.
+    env.min_policy_steps = min(cfg.data.chunk_length, max_policy_steps)
+    return env

@@ -8,7 +8,8 @@ simulator step and how to observe; the policy-level logic lives here, once, for 
 * one policy step = ``action_repeat`` env steps with the same action; rewards are summed and the
   repeat stops early when the simulator terminates (the original's ``ActionRepeat``);
 * the episode is truncated after ``max_policy_steps`` policy steps (the original's
-  ``MaximumDuration(episode_env_steps // action_repeat)``);
+  ``MaximumDuration(episode_env_steps // action_repeat)``); for gymnasium and users' envs a
+  termination before ``min_policy_steps`` (the chunk length) is ignored (``MinimumDuration``);
 * the image is rendered once per policy step, after the repeat, never per env step.
 
 Time alignment (R = action_repeat)::
@@ -101,6 +102,9 @@ class Env(abc.ABC):
         )
         self._policy_steps = 0
         self._running = False  # an episode is in progress (False before reset and after its end)
+        self.min_policy_steps = 0
+        """A termination before this many policy steps is ignored and the episode plays on (the
+        original's ``MinimumDuration`` for gym tasks: every episode fills a training chunk)."""
 
     # ---- the interface --------------------------------------------------------------------
 
@@ -135,6 +139,8 @@ class Env(abc.ABC):
             if terminated or truncated:
                 break
         self._policy_steps += 1
+        if terminated and self._policy_steps < self.min_policy_steps:
+            terminated = False
         truncated = truncated or self._policy_steps >= self.max_policy_steps
         self._running = not (terminated or truncated)
         return StepResult(self._observe(), float(reward), bool(terminated), bool(truncated))
