@@ -1,6 +1,10 @@
 """Policy steps per second of our 64×64 dm_control envs, and of Kaixhin/PlaNet's wrapper.
 
     .venv/bin/python benchmarks/bench_env.py > env_bench.json     # JSON on stdout, summary on stderr
+    .venv/bin/python benchmarks/bench_env.py --tasks dmc:pendulum-swingup gym:Pendulum-v1
+
+Any task name works (``--tasks``, with its default action repeat); Kaixhin's wrapper is only
+timed on the paper's dm_control tasks.
 
 Random actions, episodes reset when they end (resets are timed too). The comparison runs
 Kaixhin/PlaNet's ``ControlSuiteEnv`` (``third_party/kaixhin/env.py``, which needs ``cv2``: install
@@ -24,7 +28,7 @@ from typing import Any
 import numpy as np
 from machine import ceiling_line, machine_info, matmul_ceilings
 
-from planet_torch.config import PAPER, override
+from planet_torch.config import PAPER, override, task_spec
 from planet_torch.envs import configure_headless, gl_backend, make_env
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +123,9 @@ def main() -> None:
         "--kaixhin-steps", type=int, default=40, help="policy steps per Kaixhin run"
     )
     parser.add_argument(
+        "--tasks", nargs="+", help="task names (default: cartpole-swingup R8, cheetah-run R4)"
+    )
+    parser.add_argument(
         "--kaixhin-worker", nargs=2, metavar=("TASK", "REPEAT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
@@ -141,9 +148,14 @@ def main() -> None:
         f"({' '.join(machine['cpu_flags'])}); {ceiling_line(results['matmul_gflops'])}",
         file=log,
     )
-    for task, action_repeat in CASES:
+    cases = CASES
+    if args.tasks:
+        cases = tuple((t, override(PAPER, task=t).action_repeat) for t in args.tasks)
+    for task, action_repeat in cases:
         ours = bench_ours(task, action_repeat, args.steps, args.repeats)
-        theirs = bench_kaixhin(task, action_repeat, args.kaixhin_steps, min(args.repeats, 3))
+        theirs: dict[str, Any] = {"skipped": "not one of the paper's dm_control tasks"}
+        if task_spec(task).suite == "dmc" and ":" not in task:
+            theirs = bench_kaixhin(task, action_repeat, args.kaixhin_steps, min(args.repeats, 3))
         ours_median = statistics.median(ours["policy_steps_per_second"])
         case: dict[str, Any] = {"action_repeat": action_repeat, "ours": ours, "kaixhin": theirs}
         line = (
