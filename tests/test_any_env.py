@@ -168,3 +168,26 @@ def test_an_early_termination_still_fills_a_chunk() -> None:
         env.reset(seed=0)
         flags = [env.step(np.zeros(1, np.float32)).terminated for _ in range(5)]
     assert flags == [False, False, False, False, True]
+
+
+def test_doctor_checks_a_named_task() -> None:
+    from planet_torch.doctor import check_task
+
+    good = check_task("dmc:pendulum-swingup", steps=5)
+    assert good.ok and "real 64×64 frames" in good.detail, good.detail
+    bad = check_task("gym:Pendulum-v0", steps=5)
+    assert not bad.ok and "did you mean gym:Pendulum-v1" in bad.detail
+
+
+def test_sweeps_and_multi_task_take_the_new_names() -> None:
+    from planet_torch.sweep import plan_trials
+
+    trials = plan_trials(DEBUG, "dmc:pendulum-swingup,gym:Pendulum-v1", "0", "planet")
+    assert [t.name for t in trials] == [
+        "dmc_pendulum-swingup-planet-seed0",
+        "gym_Pendulum-v1-planet-seed0",
+    ]
+    multi = task_spec("dmc:walker-run+dmc:walker-walk")
+    assert (multi.suite, multi.action_repeat) == ("multi", 2)
+    with pytest.raises(UserError, match="only dm_control tasks"):
+        task_spec("dmc:walker-run+gym:Pendulum-v1")

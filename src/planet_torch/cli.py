@@ -92,11 +92,13 @@ class Doctor:
     """Where runs will be written (its free disk space is checked)."""
     render_frames: int = 200
     """Frames rendered to measure the MuJoCo render speed."""
+    tasks: tuple[str, ...] = ()
+    """Also build these tasks and check their frames (e.g. dmc:walker-run gym:Pendulum-v1)."""
 
     def run(self) -> int:
         from planet_torch.doctor import run_checks
 
-        return run_checks(self.run_dir, self.render_frames)
+        return run_checks(self.run_dir, self.render_frames, self.tasks)
 
 
 @dataclass(frozen=True)

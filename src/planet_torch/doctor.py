@@ -182,7 +182,7 @@ def _real_env_check(task: str, steps: int, what: str, fix: str) -> Result:
     return Result(
         True,
         f"{what}: real 64×64 frames, {steps / seconds:.0f} policy steps/s "
-        f"({cfg.action_repeat if task != 'car-racing' else 1} env steps + 1 render each)"
+        f"({cfg.action_repeat} env steps + 1 render each)"
         + ("" if changed else "; note: frames did not change"),
     )
 
@@ -250,7 +250,17 @@ def check_memory() -> Result:
     return Result(True, detail + " (paper preset update ≈ 3 GB, cpu preset ≈ 0.7 GB)")
 
 
-def run_checks(run_dir: Path, render_frames: int = 200) -> int:
+def check_task(task: str, steps: int = 50) -> Result:
+    """A task the user names (``planet doctor --tasks dmc:walker-run``): it builds, draws, steps."""
+    return _real_env_check(
+        task,
+        steps,
+        task,
+        "check the task name (planet train --help, --task) or docs/custom_envs.md",
+    )
+
+
+def run_checks(run_dir: Path, render_frames: int = 200, tasks: tuple[str, ...] = ()) -> int:
     checks: list[tuple[str, Callable[[], Result]]] = [
         ("python", check_python),
         ("packages", check_packages),
@@ -261,6 +271,7 @@ def run_checks(run_dir: Path, render_frames: int = 200) -> int:
         ("memory", check_memory),
         ("disk", lambda: check_disk(run_dir)),
     ]
+    checks += [("task", lambda task=task: check_task(task)) for task in tasks]  # type: ignore[misc]
     failed = 0
     for name, check in checks:
         result = check()
