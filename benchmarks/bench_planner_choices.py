@@ -39,14 +39,13 @@ def play(run_dir: Path, planner: dict[str, Any], episodes: int) -> dict[str, Any
     import torch
 
     from planet_torch.config import override
-    from planet_torch.training.base import CHECKPOINT_NAME
     from planet_torch.training.checkpoint import load_checkpoint
     from planet_torch.training.evaluate import evaluate_batched
     from planet_torch.training.run_dir import RunDir
 
     run = RunDir(run_dir)
     cfg = override(run.load_config(), planner=planner)
-    state = load_checkpoint(run.checkpoints / CHECKPOINT_NAME)
+    state = load_checkpoint(run.latest_checkpoint())
     start = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # its per-episode lines; stdout is the JSON
         returns, first = evaluate_batched(cfg, state, torch.device("cpu"), episodes, episodes)

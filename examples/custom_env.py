@@ -18,14 +18,9 @@ from planet_torch.envs import Env, Observation
 
 
 class Dot(Env):
-    def __init__(self, seed: int, action_repeat: int, max_policy_steps: int, image_size: int):
-        super().__init__(
-            action_size=2,
-            state_size=4,
-            action_repeat=action_repeat,
-            max_policy_steps=max_policy_steps,
-            image_size=image_size,
-        )
+    def __init__(self, seed: int, **run: int) -> None:
+        # run: action_repeat, max_policy_steps and image_size, as the run sets them
+        super().__init__(action_size=2, state_size=4, **run)
         self.rng = np.random.default_rng(seed)
 
     def _reset(self, seed: int | None) -> Observation:
@@ -50,9 +45,9 @@ class Dot(Env):
         return Observation(image, np.concatenate([self.position, self.velocity]).astype("f4"))
 
 
-def make(seed: int, action_repeat: int, max_policy_steps: int, image_size: int) -> Dot:
-    """The factory: planet-torch calls it with the keywords it declares."""
-    return Dot(seed, action_repeat, max_policy_steps, image_size)
+def make(seed: int, **run: int) -> Dot:
+    """The factory: planet-torch calls it with the keywords it declares (all of them here)."""
+    return Dot(seed, **run)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import pytest
 from test_cli import assert_one_line_error, planet
 
 from planet_torch.config import DEBUG, PAPER, Config, override, task_slug, task_spec
-from planet_torch.envs import Env, Observation, make_env
+from planet_torch.envs import make_env
+from planet_torch.envs.testing import ReachEnv
 from planet_torch.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,30 +135,15 @@ def test_the_example_env_trains_through_the_api_and_acts(tmp_path: Path, monkeyp
     assert "planet_torch.api" in sys.modules
 
 
-class _Falls(Env):
+class _Falls(ReachEnv):
     """Terminates on every step: an env whose episodes would be shorter than a chunk."""
-
-    def __init__(self, seed: int, action_repeat: int, max_policy_steps: int, image_size: int):
-        super().__init__(
-            action_size=1,
-            state_size=0,
-            action_repeat=action_repeat,
-            max_policy_steps=max_policy_steps,
-            image_size=image_size,
-        )
-
-    def _reset(self, seed: int | None) -> Observation:
-        return self._observe()
 
     def _env_step(self, native_action: np.ndarray) -> tuple[float, bool, bool]:
         return 1.0, True, False
 
-    def _observe(self) -> Observation:
-        return Observation(np.zeros((self.image_size,) * 2 + (3,), np.uint8), np.zeros(0, "f4"))
 
-
-def falls(seed: int, action_repeat: int, max_policy_steps: int, image_size: int) -> _Falls:
-    return _Falls(seed, action_repeat, max_policy_steps, image_size)
+def falls(**sizes: int) -> _Falls:
+    return _Falls(**sizes)
 
 
 def test_an_early_termination_still_fills_a_chunk() -> None:
@@ -166,7 +152,7 @@ def test_an_early_termination_still_fills_a_chunk() -> None:
     cfg = override(DEBUG, task="py:test_any_env:falls", data={"chunk_length": 5})
     with make_env(cfg, seed=0) as env:
         env.reset(seed=0)
-        flags = [env.step(np.zeros(1, np.float32)).terminated for _ in range(5)]
+        flags = [env.step(np.zeros(2, np.float32)).terminated for _ in range(5)]
     assert flags == [False, False, False, False, True]
 
 

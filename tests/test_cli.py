@@ -1,21 +1,10 @@
 """The `planet` command as a user types it: real subprocesses, real files, one-line errors."""
 
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-
-def planet(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "planet_torch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=cwd,
-    )
+from run_helpers import planet
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:

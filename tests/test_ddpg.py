@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from run_helpers import assert_same_run, metrics
 
 from planet_torch.agents.ddpg import DDPG, DDPGAgent, Transitions
 from planet_torch.config import DEBUG, DDPGConfig, override
@@ -233,26 +234,6 @@ RUN = override(
     ddpg={**asdict(SMALL), "updates_per_policy_step": 0.25},
     schedule={"total_updates": 24},
 )
-TIMING = ("seconds", "cost/", "per_second", "load_1min")  # wall-clock dependent: differ
-
-
-def metrics(run: Path) -> list[dict]:
-    return [
-        {k: v for k, v in r.items() if not any(t in k for t in TIMING)}
-        for r in read_metrics(run / "metrics.jsonl")
-        if not any(k.startswith("cost/") for k in r)
-    ]
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    assert metrics(a) == metrics(b)
-    for split in ("train_episodes", "test_episodes"):
-        names = sorted(p.name for p in (a / split).glob("*.npz"))
-        assert names == sorted(p.name for p in (b / split).glob("*.npz")), split
-        for name in names:
-            with np.load(a / split / name) as x, np.load(b / split / name) as y:
-                assert all(np.array_equal(x[k], y[k]) for k in x.files), (split, name)
-    assert not list(b.rglob(".*.tmp")), "a temp file was left behind"
 
 
 @pytest.fixture(scope="module")
@@ -280,42 +261,6 @@ def test_debug_run_writes_everything(reference):
     updates = [r["updates"] for r in records if "train/critic_loss" in r]
     assert updates == list(range(1, 25))
     assert [r["updates"] for r in records if "train/return" in r] == [0, 10, 20]
-
-
-def test_crash_then_resume_continues_exactly(reference, tmp_path):
-    run = tmp_path / "crashed"
-    trainer = DDPGTrainer(RUN, run, progress=False)
-    update = trainer.learner.update
-
-    def crashing(batch, generator=None):
-        if trainer.learner.updates == 21:  # after the episode of update 20 is on disk
-            raise RuntimeError("power cut")
-        return update(batch, generator)
-
-    trainer.learner.update = crashing  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="power cut"):
-        trainer.train()
-    assert (run / "train_episodes" / "000004-len40.npz").exists()
-    DDPGTrainer(RUN, run, resume=True, progress=False).train()
-    assert_same_run(reference, run)
-
-
-def test_stop_request_checkpoints_then_resume_continues_exactly(reference, tmp_path, capsys):
-    run = tmp_path / "stopped"
-    trainer = DDPGTrainer(RUN, run, progress=False)
-    update = trainer.learner.update
-
-    def stopping(batch, generator=None):
-        metrics = update(batch, generator)
-        trainer.stop_requested = trainer.learner.updates == 9  # as SIGINT would, mid-block
-        return metrics
-
-    trainer.learner.update = stopping  # type: ignore[method-assign]
-    assert trainer.train()["updates"] == 9
-    assert "checkpoint saved" in capsys.readouterr().out
-    assert load_checkpoint(run / "checkpoints" / "latest.pt")["counters"]["updates"] == 9
-    DDPGTrainer(RUN, run, resume=True, progress=False).train()
-    assert_same_run(reference, run)
 
 
 def test_longer_schedule_on_resume_continues_the_run(reference, tmp_path):

@@ -150,7 +150,7 @@ def test_mixed_action_repeats_are_a_one_line_error(tmp_path: Path) -> None:
 def test_multi_task_run_stopped_and_resumed_equals_the_uninterrupted_one(tmp_path: Path) -> None:
     """Resume is exact for a multi-task run too: the task alternation, the padded actions and
     the per-task scores continue where the checkpoint left them."""
-    from test_training import metrics
+    from run_helpers import metrics
 
     from planet_torch.training.loop import Trainer
 

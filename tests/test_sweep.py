@@ -131,7 +131,7 @@ def test_a_retried_trial_resumes_its_checkpoint(tmp_path: Path, monkeypatch) -> 
     """A trial whose worker raised mid-run is run again by ``run_trial`` (what the sweep's
     retry submits): it resumes the checkpoint its first attempt left, reaching the same end as a
     trial that never failed; the log shows both attempts."""
-    from test_training import assert_same_run
+    from run_helpers import assert_same_run
 
     from planet_torch.sweep import run_trial
     from planet_torch.training.loop import Trainer

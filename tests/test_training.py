@@ -5,13 +5,18 @@ import math
 import os
 import re
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
+from run_helpers import (
+    assert_same_run,
+    kill_once_written,
+    metrics,
+    planet,
+    start,
+    trained,
+    wait_for,
+)
 
 from planet_torch.config import DEBUG, override
 from planet_torch.errors import UserError
@@ -26,73 +31,11 @@ TRAIN = [
     "--schedule.total-updates",
     "24",
 ]
-TIMING = ("seconds", "cost/", "per_second", "load_1min")  # wall-clock dependent: differ
-
-
-def planet(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "planet_torch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def start(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "planet_torch.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def metrics(run: Path) -> list[dict]:
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    # Cost lines are measured by every process (a resumed one too): not part of the schedule.
-    return [
-        {k: v for k, v in r.items() if not any(t in k for t in TIMING)}
-        for r in records
-        if not any(k.startswith("cost/") for k in r)
-    ]
-
-
-def episodes(run: Path, split: str) -> dict[str, dict[str, np.ndarray]]:
-    out = {}
-    for path in sorted((run / split).glob("*.npz")):
-        with np.load(path) as data:
-            out[path.name] = {k: data[k] for k in ("image", "action", "reward")}
-    return out
-
-
-def assert_same_run(a: Path, b: Path) -> None:
-    assert metrics(a) == metrics(b)
-    for split in ("train_episodes", "test_episodes"):
-        ea, eb = episodes(a, split), episodes(b, split)
-        assert ea.keys() == eb.keys(), split
-        for name in ea:
-            for key in ea[name]:
-                assert np.array_equal(ea[name][key], eb[name][key]), (split, name, key)
-    assert not list(b.rglob(".*.tmp")), "a temp file was left behind"
-
-
-def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.02)
-    raise TimeoutError
 
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("runs") / "reference"
-    result = planet(*TRAIN, "--run-dir", str(run))
-    assert result.returncode == 0, result.stderr
-    return run
+    return trained(tmp_path_factory, "reference", TRAIN)
 
 
 def test_debug_run_writes_everything(reference):
@@ -116,26 +59,49 @@ def test_debug_run_writes_everything(reference):
     assert all({"env_steps", "updates", "wall_seconds"} <= r.keys() for r in raw)
 
 
-def kill_once_written(args: list[str], run: Path, episode: str) -> None:
-    """Start ``planet train`` into ``run``; kill -9 it once train_episodes/``episode`` exists."""
-    process = start(*args, "--run-dir", str(run))
-    died_early = not wait_for(lambda: (run / "train_episodes" / episode).exists(), process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not died_early, process.stderr.read() if process.stderr else ""
+# The same debug run of each algorithm, as the CLI starts it, and the episode files after which
+# a kill lands mid-run: PlaNet's 7th (update 15: after the checkpoint at 12), DDPG's 5th
+# (update 20: after the checkpoint at 18); SIGINT after PlaNet's 5th and DDPG's 4th.
+DDPG_TRAIN = [
+    "train",
+    "--algo",
+    "ddpg",
+    "--preset",
+    "debug",
+    "--task",
+    "test-reach",
+    "--ddpg.hidden-units",
+    "32",
+    "--ddpg.batch-size",
+    "16",
+    "--ddpg.updates-per-policy-step",
+    "0.25",
+    "--schedule.total-updates",
+    "24",
+]
+RESUME_CASES = {
+    "planet": (TRAIN, "reference", "000006-len10.npz", "000004-len10.npz"),
+    "ddpg": (DDPG_TRAIN, "ddpg_reference", "000004-len40.npz", "000003-len40.npz"),
+}
 
 
-def test_kill_9_then_resume_continues_exactly(reference, tmp_path):
+@pytest.fixture(scope="module")
+def ddpg_reference(tmp_path_factory) -> Path:
+    return trained(tmp_path_factory, "ddpg-reference", DDPG_TRAIN)
+
+
+@pytest.mark.parametrize("algo", list(RESUME_CASES))
+def test_kill_9_then_resume_continues_exactly(algo, request, tmp_path):
+    args, reference, kill_after, _ = RESUME_CASES[algo]
     run = tmp_path / "killed"
-    # Die after the checkpoint at 12 updates, once the episode of update 15 is on disk.
-    kill_once_written(TRAIN, run, "000006-len10.npz")
+    kill_once_written(args, run, kill_after)
     from planet_torch.training.checkpoint import load_checkpoint
 
     killed_at = load_checkpoint(run / "checkpoints" / "latest.pt")["counters"]["updates"]
     assert 0 < killed_at < 24  # the kill landed mid-run, after a checkpoint
     resumed = planet("train", "--resume", "--run-dir", str(run))
     assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(reference, run)
+    assert_same_run(request.getfixturevalue(reference), run)
 
 
 def test_one_writer_per_run_folder(tmp_path):
@@ -169,17 +135,21 @@ def test_one_writer_per_run_folder(tmp_path):
     assert resumed.returncode == 0, resumed.stderr
 
 
-def test_sigint_checkpoints_then_resume_continues_exactly(reference, tmp_path):
+@pytest.mark.parametrize("algo", list(RESUME_CASES))
+def test_sigint_checkpoints_then_resume_continues_exactly(algo, request, tmp_path):
+    args, reference, _, stop_after = RESUME_CASES[algo]
     run = tmp_path / "interrupted"
-    process = start(*TRAIN, "--run-dir", str(run))
-    wait_for(lambda: (run / "train_episodes" / "000004-len10.npz").exists(), process)
+    process = start(*args, "--run-dir", str(run))
+    wait_for(lambda: (run / "train_episodes" / stop_after).exists(), process)
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 0, err
     assert "checkpoint saved" in out and "--resume" in out
+    stopped_at = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["updates"]
+    assert stopped_at < 24, "the signal landed after the run's end"
     resumed = planet("train", "--resume", "--run-dir", str(run))
     assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(reference, run)
+    assert_same_run(request.getfixturevalue(reference), run)
 
 
 # An env-step budget: 2 seed episodes of 80 env steps, then one episode per 3 updates until the

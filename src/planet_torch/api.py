@@ -31,7 +31,7 @@ from planet_torch.config import Config
 from planet_torch.envs import Env, make_env
 from planet_torch.errors import UserError
 from planet_torch.models import WorldModel
-from planet_torch.training.base import CHECKPOINT_NAME, resolve_device
+from planet_torch.training.base import resolve_device
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import episode_seed
 from planet_torch.training.evaluate import agent_factory
@@ -88,9 +88,7 @@ def load_run(path: str | Path, device: str = "auto") -> LoadedRun:
     if not run.exists():
         raise UserError(f"{run.path} holds no run (no config.json)")
     config = run.load_config()
-    checkpoint_path = run.checkpoints / CHECKPOINT_NAME
-    if not checkpoint_path.exists():
-        raise UserError(f"{run.path} has no checkpoint yet ({checkpoint_path}); train first")
+    checkpoint_path = run.latest_checkpoint()
     torch_device = resolve_device(device)
     state = load_checkpoint(checkpoint_path, map_location=torch_device)
     if config.algo == "planet" and Trainer.learner_key not in state:

@@ -68,14 +68,7 @@ def make_custom_env(
             )
         return env
     if _is_gymnasium_env(env):
-        return GymEnv(
-            env,
-            name=spec.name,
-            seed=seed,
-            action_repeat=action_repeat,
-            max_policy_steps=max_policy_steps,
-            image_size=image_size,
-        )
+        return GymEnv(env, name=spec.name, **offered)
     raise UserError(
         f"task {spec.name!r}: the factory returned a {type(env).__name__}, not a "
         "planet_torch.envs.Env or a gymnasium.Env"

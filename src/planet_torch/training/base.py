@@ -59,10 +59,8 @@ from planet_torch.training.checkpoint import (
 )
 from planet_torch.training.collect import collect_random, episode_seed, run_episode
 from planet_torch.training.logging import MetricsLogger, keep_first_metrics, read_metrics
-from planet_torch.training.run_dir import RunDir
+from planet_torch.training.run_dir import CHECKPOINT_NAME, RunDir
 from planet_torch.training.video import write_video
-
-CHECKPOINT_NAME = "latest.pt"
 
 
 def resolve_device(name: str) -> torch.device:

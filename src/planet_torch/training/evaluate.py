@@ -20,7 +20,7 @@ from planet_torch.envs.vector import VectorEnv
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
 from planet_torch.models import WorldModel
-from planet_torch.training.base import CHECKPOINT_NAME, counter_generator, resolve_device
+from planet_torch.training.base import counter_generator, resolve_device
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import episode_seed, run_episode, run_episodes
 from planet_torch.training.logging import read_metrics
@@ -98,9 +98,7 @@ def evaluate(
         raise UserError("--episodes and --workers must be >= 1")
     run = RunDir(run_dir)
     cfg = run.load_config()
-    path = run.checkpoints / CHECKPOINT_NAME
-    if not path.exists():
-        raise UserError(f"{run.path} has no checkpoint yet ({path}); train first")
+    path = run.latest_checkpoint()
     torch_device = resolve_device(device)
     state = load_checkpoint(path, map_location=torch_device)
     start = time.perf_counter()

@@ -40,7 +40,7 @@ from planet_torch.models.latent import kl_normal_per_dim
 from planet_torch.planning.cem import CEMIteration
 from planet_torch.replay import EpisodeDir
 from planet_torch.replay.episodes import Episode
-from planet_torch.training.base import CHECKPOINT_NAME, counter_generator, resolve_device
+from planet_torch.training.base import counter_generator, resolve_device
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import episode_seed
 from planet_torch.training.loop import Trainer, trained_world_model
@@ -67,7 +67,7 @@ def _load(run_dir: Path, checkpoint: Path | None, device: torch.device) -> tuple
     cfg = run.load_config()
     if cfg.algo != "planet":
         raise UserError(f"planet inspect explains PlaNet runs; {run.path} was trained with DDPG")
-    path = checkpoint if checkpoint is not None else run.checkpoints / CHECKPOINT_NAME
+    path = checkpoint if checkpoint is not None else run.latest_checkpoint()
     if not path.exists():
         raise UserError(f"no checkpoint at {path}; train first (or pass --checkpoint)")
     state = load_checkpoint(path, map_location=device)

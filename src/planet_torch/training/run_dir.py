@@ -42,6 +42,9 @@ RESUMABLE_CHANGES = frozenset(
     }
 )
 
+CHECKPOINT_NAME = "latest.pt"
+"""The checkpoint a run resumes from and eval, inspect, load_run read."""
+
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
@@ -163,6 +166,13 @@ class RunDir:
     @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
+
+    def latest_checkpoint(self) -> Path:
+        """checkpoints/latest.pt; a user error when the run has none yet."""
+        path = self.checkpoints / CHECKPOINT_NAME
+        if not path.exists():
+            raise UserError(f"{self.path} has no checkpoint yet ({path}); train first")
+        return path
 
     @property
     def videos(self) -> Path:

@@ -1,0 +1,95 @@
+"""What the run tests share: the CLI in a subprocess, a run's schedule without its timings, and
+"same run" (interrupted and resumed vs uninterrupted: the same metrics and episode files, bit for
+bit)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+TIMING = ("seconds", "cost/", "per_second", "load_1min")  # wall-clock dependent: differ
+
+
+def planet(
+    *args: str, timeout: float = 300, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``planet ARGS`` in a fresh process, as a user types it."""
+    return subprocess.run(
+        [sys.executable, "-m", "planet_torch.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "planet_torch.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def metrics(run: Path) -> list[dict]:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    # Cost lines are measured by every process (a resumed one too): not part of the schedule.
+    return [
+        {k: v for k, v in r.items() if not any(t in k for t in TIMING)}
+        for r in records
+        if not any(k.startswith("cost/") for k in r)
+    ]
+
+
+def episodes(run: Path, split: str) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for path in sorted((run / split).glob("*.npz")):
+        with np.load(path) as data:
+            out[path.name] = {k: data[k] for k in data.files}
+    return out
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    assert metrics(a) == metrics(b)
+    for split in ("train_episodes", "test_episodes"):
+        ea, eb = episodes(a, split), episodes(b, split)
+        assert ea.keys() == eb.keys(), split
+        for name in ea:
+            for key in ea[name]:
+                assert np.array_equal(ea[name][key], eb[name][key]), (split, name, key)
+    assert not list(b.rglob(".*.tmp")), "a temp file was left behind"
+
+
+def wait_for(condition, process: subprocess.Popen, timeout: float = 240) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.02)
+    raise TimeoutError
+
+
+def kill_once_written(args: list[str], run: Path, episode: str) -> None:
+    """Start ``planet train`` into ``run``; kill -9 it once train_episodes/``episode`` exists."""
+    process = start(*args, "--run-dir", str(run))
+    died_early = not wait_for(lambda: (run / "train_episodes" / episode).exists(), process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not died_early, process.stderr.read() if process.stderr else ""
+
+
+def trained(tmp_path_factory, name: str, args: list[str]) -> Path:
+    """A finished run of ``planet ARGS`` in a fresh folder ``name``."""
+    run = tmp_path_factory.mktemp("runs") / name
+    result = planet(*args, "--run-dir", str(run))
+    assert result.returncode == 0, result.stderr
+    return run
