@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -354,6 +355,53 @@ class DDPGConfig:
 
 
 @dataclass(frozen=True)
+class DreamerConfig:
+    """The latent actor-critic of Dreamer (Hafner et al. 2020), used with ``--algo dreamer``.
+
+    PlaNet's world model, losses, replay and schedule stay as they are; an actor and a value
+    network on the latent features, learnt only from trajectories imagined from every posterior
+    state of each training batch, replace CEM. Defaults: the original's (danijar/dreamer,
+    ``dreamer.py:define_config`` and ``models.py:ActionDecoder``; docs/dreamer.md).
+    """
+
+    horizon: int = 15
+    """Imagined policy steps from every posterior state of the batch (original: 15)."""
+    discount: float = 0.99
+    """γ of the imagined returns (original: 0.99)."""
+    lambda_: float = 0.95
+    """λ of the λ-returns that mix n-step returns (original ``disclam``: 0.95)."""
+    units: int = 400
+    """Units of each hidden ELU layer of actor and value (original ``num_units``: 400)."""
+    actor_layers: int = 4
+    """Hidden layers of the actor (original: 4)."""
+    value_layers: int = 3
+    """Hidden layers of the value network (original: 3)."""
+    actor_lr: float = 8e-5
+    """Adam step size of the actor (original: 8e-5)."""
+    value_lr: float = 8e-5
+    """Adam step size of the value network (original: 8e-5)."""
+    model_lr: float = 6e-4
+    """Adam step size of the world model under Dreamer, in place of optim.learning_rate
+    (original ``model_lr``: 6e-4; PlaNet's is 1e-3)."""
+    adam_eps: float = 1e-7
+    """Adam ε of all three optimisers, TF's default (original: tf.optimizers.Adam(lr))."""
+    grad_clip_norm: float = 100.0
+    """Global gradient-norm clip of each optimiser, the world model's included (original: 100)."""
+    init_std: float = 5.0
+    """The actor's std before the tanh at zero output (original ``action_init_std``: 5)."""
+    mean_scale: float = 5.0
+    """The actor's mean before the tanh is ``mean_scale · tanh(x / mean_scale)`` (original: 5)."""
+    min_std: float = 1e-4
+    """Added to the actor's softplus std (original: 1e-4)."""
+    exploration_noise: float = 0.3
+    """Std of Gaussian noise added to sampled actions when collecting, then clipped to [-1, 1]
+    (original ``expl_amount``: 0.3); test and eval actions take the mode, noise-free."""
+    mode_samples: int = 100
+    """The mode of the tanh-Gaussian is the likeliest of this many samples (original
+    ``SampleDist``: 100)."""
+
+
+@dataclass(frozen=True)
 class Config:
     """A whole run. ``planet train`` writes it to ``<run>/config.json``."""
 
@@ -365,8 +413,9 @@ class Config:
     """Seeds every random number generator of the run."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where the networks run; auto = cuda if available."""
-    algo: Literal["planet", "ddpg"] = "planet"
-    """planet (world model + planning) or ddpg (the model-free baseline)."""
+    algo: Literal["planet", "dreamer", "ddpg"] = "planet"
+    """planet (world model + planning), dreamer (the same world model + a latent actor-critic)
+    or ddpg (the model-free baseline)."""
     env: EnvConfig = field(default_factory=EnvConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -375,6 +424,7 @@ class Config:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     ddpg: DDPGConfig = field(default_factory=DDPGConfig)
+    dreamer: DreamerConfig = field(default_factory=DreamerConfig)
 
     # ---- derived values (never stored separately) -------------------------------------------
 
@@ -406,6 +456,8 @@ class Config:
         """The paper ablation this config runs: planet (RSSM), ssm, deterministic or random."""
         if self.algo == "ddpg":
             return f"ddpg-{self.ddpg.obs}"
+        if self.algo == "dreamer":
+            return "dreamer"
         if self.planner.iterations == 0:
             return "random"
         if self.model.kind == "ssm":
@@ -514,15 +566,11 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
 
 
 _SECTIONS: dict[str, type] = {
-    "env": EnvConfig,
-    "data": DataConfig,
-    "model": ModelConfig,
-    "loss": LossConfig,
-    "optim": OptimConfig,
-    "planner": PlannerConfig,
-    "schedule": ScheduleConfig,
-    "ddpg": DDPGConfig,
+    name: kind
+    for name, kind in typing.get_type_hints(Config).items()
+    if dataclasses.is_dataclass(kind) and isinstance(kind, type)
 }
+"""Config's nested sections by field name (env, data, model, ..., ddpg, dreamer)."""
 
 
 def override(cfg: Config, **sections: Any) -> Config:

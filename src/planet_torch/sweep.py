@@ -40,11 +40,12 @@ from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
 
 # The paper's ablations (Figure 6/7 of Hafner et al. 2019) as config changes.
-VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "planet": {},  # the RSSM: PlaNet itself (Config.variant names each the same)
     "ssm": {"model": {"kind": "ssm"}},
     "deterministic": {"model": {"mean_only": True}, "loss": {"kl_scale": 0.0}},
     "random": {"planner": {"iterations": 0, "train_noise": 1.0}},  # original: README
+    "dreamer": {"algo": "dreamer"},  # the same world model, a latent actor-critic for CEM
 }
 
 

@@ -288,6 +288,14 @@ class WorldModel(nn.Module):
         self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """As :meth:`loss`, with the terms as 0-d tensors (no host sync)."""
+        total, terms, _ = self.loss_terms_and_posterior(batch, generator)
+        return total, terms
+
+    def loss_terms_and_posterior(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], State]:
+        """:meth:`loss_terms` and the posterior states [T, B, ...] of the batch (Dreamer
+        imagines from them)."""
         lc = self.cfg.loss
         device = self.device
         image = batch["image"].to(device, non_blocking=True)
@@ -353,7 +361,7 @@ class WorldModel(nn.Module):
         terms["posterior_std"] = posterior.std.mean()
         terms["prior_std"] = prior.std.mean()
         terms["total"] = total
-        return total, terms
+        return total, terms, posterior
 
     def overshooting(
         self,
@@ -464,13 +472,19 @@ class WorldModelTrainer:
     ) -> dict[str, float]:
         """One gradient update; returns every loss term plus ``grad_norm`` (before clipping)
         and ``lr``."""
+        return self.update_and_posterior(batch, generator)[0]
+
+    def update_and_posterior(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None = None
+    ) -> tuple[dict[str, float], State]:
+        """:meth:`update`, and the batch's posterior states (detached)."""
         self.model.train()
         lr = self.learning_rate()
         beta2 = self.optimizer.defaults["betas"][1]
         eps = self.cfg.adam_eps / math.sqrt(1.0 - beta2 ** (self.updates + 1))
         for group in self.optimizer.param_groups:
             group["lr"], group["eps"] = lr, eps
-        total, terms = self.model.loss_terms(batch, generator)
+        total, terms, posterior = self.model.loss_terms_and_posterior(batch, generator)
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         clip = self.cfg.grad_clip_norm
@@ -483,7 +497,7 @@ class WorldModelTrainer:
         values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
         metrics = dict(zip(terms, values, strict=True))
         metrics["lr"] = lr
-        return metrics
+        return metrics, posterior.detach()
 
     def state_dict(self) -> dict[str, object]:
         return {"optimizer": self.optimizer.state_dict(), "updates": self.updates}

@@ -39,6 +39,15 @@ def agent_factory(
         ddpg_agent = load_ddpg_agent(cfg, state, env, device)
         return lambda seed: ddpg_agent
     model = trained_world_model(cfg, state, env.action_size, env.state_size, device)
+    if cfg.algo == "dreamer":
+        from planet_torch.agents.dreamer import Actor, DreamerAgent
+
+        actor = Actor(model.feature_size, model.action_size, cfg.dreamer).to(device)
+        actor.load_state_dict(state[Trainer.learner_key]["behaviour"]["actor"])
+        actor.eval()
+        return lambda seed: DreamerAgent(
+            model, actor, noise=0.0, generator=counter_generator(device, seed), test=True
+        )
     return lambda seed: PlanetAgent(
         model,
         cfg.planner,

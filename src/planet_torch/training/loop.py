@@ -131,10 +131,15 @@ class Trainer(BaseTrainer):
             sampler.sample(cfg.data.batch_size, cfg.data.chunk_length, rng), self.device
         )
         start = time.perf_counter()
-        metrics = self.optimizer.update(
-            batch, counter_generator(self.device, cfg.seed, _BATCH_STREAM, u)
-        )
+        metrics = self._learn(batch, counter_generator(self.device, cfg.seed, _BATCH_STREAM, u))
         self._after_update(metrics, time.perf_counter() - start, finite=("total", "grad_norm"))
+
+    def _learn(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> dict[str, float]:
+        """One update of what the algorithm learns from a training batch: PlaNet's world model
+        (Dreamer adds its actor and value: dreamer_loop.py)."""
+        return self.optimizer.update(batch, generator)
 
     @torch.no_grad()
     def _test_extras(self) -> dict[str, float]:

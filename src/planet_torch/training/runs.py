@@ -27,6 +27,10 @@ def trainer_class(cfg: Config) -> type[BaseTrainer]:
         from planet_torch.training.ddpg_loop import DDPGTrainer
 
         return DDPGTrainer
+    if cfg.algo == "dreamer":
+        from planet_torch.training.dreamer_loop import DreamerTrainer
+
+        return DreamerTrainer
     from planet_torch.training.loop import Trainer
 
     return Trainer

@@ -1,0 +1,261 @@
+"""Dreamer (Hafner et al. 2020): a latent actor-critic learnt inside PlaNet's world model.
+
+Where PlaNet searches with CEM at every decision, Dreamer amortises the search into an actor
+trained on imagined trajectories (original: danijar/dreamer, ``dreamer.py:_train``)::
+
+    start      s_0 = every posterior state of the training batch (T·B of them, no gradient)
+    imagine    a_k ~ actor(features(s_k))       (the actor reads detached features)
+               s_{k+1} ~ p(s | s_k, a_k)        (the world model's prior; its weights frozen)
+    predict    r_k = reward_head(f_k),  v_k = value(f_k)           for k = 1 .. H
+    λ-return   R_k = r_k + γ ((1 - λ) v_{k+1} + λ R_{k+1}),  R_H = v_H
+    actor      maximise Σ_k γ^(k-1) R_k: gradients flow back through the imagined dynamics
+               (reparameterised actions and states) into the actor only
+    value      regress v(f_k) on R_k (targets and features detached)
+
+The actor's distribution is a tanh-transformed Gaussian (``models.py:ActionDecoder``): mean
+``5·tanh(x/5)``, std ``softplus(y + softplus⁻¹(5)) + 1e-4``; acting samples it when collecting
+(plus Gaussian noise 0.3, clipped) and takes its mode when testing (the likeliest of 100
+samples, ``tools.py:SampleDist``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from planet_torch.config import DreamerConfig
+from planet_torch.envs.base import Observation
+from planet_torch.models import State, WorldModel
+from planet_torch.models.encoder import glorot_
+
+
+def _elu_mlp(in_size: int, out_size: int, layers: int, units: int) -> nn.Sequential:
+    """``layers`` × (dense ``units`` + ELU), then a linear dense; glorot-uniform, as Keras."""
+    modules: list[nn.Module] = []
+    for i in range(layers):
+        modules += [nn.Linear(in_size if i == 0 else units, units), nn.ELU()]
+    modules.append(nn.Linear(units if layers else in_size, out_size))
+    net = nn.Sequential(*modules)
+    glorot_(net)
+    return net
+
+
+class Actor(nn.Module):
+    """features [..., F] -> a tanh-transformed Gaussian over actions in (-1, 1)^A."""
+
+    def __init__(self, feature_size: int, action_size: int, cfg: DreamerConfig) -> None:
+        super().__init__()
+        self.net = _elu_mlp(feature_size, 2 * action_size, cfg.actor_layers, cfg.units)
+        self.mean_scale, self.min_std = cfg.mean_scale, cfg.min_std
+        self.raw_init_std = math.log(math.expm1(cfg.init_std))  # softplus⁻¹(init_std)
+        self.mode_samples = cfg.mode_samples
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        """The Gaussian before the tanh: (mean, std), each [..., A]."""
+        mean, std = self.net(features).chunk(2, -1)
+        mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
+        return mean, F.softplus(std + self.raw_init_std) + self.min_std
+
+    def sample(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A reparameterised sample tanh(mean + std·ε): gradients reach the actor through it."""
+        mean, std = self(features)
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return torch.tanh(mean + std * eps)
+
+    def log_prob(self, pre_tanh: Tensor, mean: Tensor, std: Tensor) -> Tensor:
+        """log density of tanh(pre_tanh) [..., A] -> [...]: the Gaussian's, minus the log
+        Jacobian of tanh, 2·(log 2 − x − softplus(−2x)) (as TFP's TanhBijector)."""
+        gaussian = -0.5 * ((pre_tanh - mean) / std) ** 2 - std.log() - 0.5 * math.log(2 * math.pi)
+        jacobian = 2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))
+        return (gaussian - jacobian).sum(-1)
+
+    @torch.no_grad()
+    def mode(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The likeliest of ``mode_samples`` samples per row [..., A] (original SampleDist)."""
+        mean, std = self(features)
+        n = self.mode_samples
+        eps = torch.randn((n, *mean.shape), generator=generator, device=mean.device)
+        pre_tanh = mean + std * eps.to(mean.dtype)  # [n, ..., A]
+        best = self.log_prob(pre_tanh, mean, std).argmax(0)  # [...]
+        index = best[None, ..., None].expand(1, *mean.shape)
+        return torch.tanh(pre_tanh.gather(0, index)[0])
+
+    def entropy(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """A one-sample estimate of the entropy, −log p(a), averaged: a diagnostic."""
+        with torch.no_grad():
+            mean, std = self(features)
+            eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+            return -self.log_prob(mean + std * eps, mean, std).mean()
+
+
+class Value(nn.Module):
+    """features [..., F] -> value [...], the mean of a unit-variance Normal (original: 3 × 400)."""
+
+    def __init__(self, feature_size: int, cfg: DreamerConfig) -> None:
+        super().__init__()
+        self.net = _elu_mlp(feature_size, 1, cfg.value_layers, cfg.units)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.net(features).squeeze(-1)
+
+
+def lambda_return(
+    reward: Tensor, value: Tensor, discount: float, bootstrap: Tensor, lambda_: float
+) -> Tensor:
+    """λ-returns along time (dim 0) of reward, value [K, N] with the value after the last step
+    ``bootstrap`` [N] (original ``tools.py:lambda_return``)::
+
+        R_k = r_k + γ ((1 − λ) v_{k+1} + λ R_{k+1}),    R_K = bootstrap,  v_K = bootstrap
+
+    λ = 1 is the discounted Monte-Carlo return, λ = 0 the one-step TD target.
+    """
+    next_values = torch.cat([value[1:], bootstrap[None]], 0)
+    inputs = reward + discount * next_values * (1 - lambda_)
+    returns, last = [], bootstrap
+    for k in reversed(range(reward.shape[0])):
+        last = inputs[k] + discount * lambda_ * last
+        returns.append(last)
+    return torch.stack(returns[::-1])
+
+
+@contextlib.contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """No gradient into these modules' parameters (it still flows through their outputs)."""
+    params = [p for m in modules for p in m.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class DreamerLearner:
+    """The actor and the value, their optimisers, and one behaviour update from a batch's
+    posterior states (the world model is updated before, by its own optimiser)."""
+
+    def __init__(self, model: WorldModel, cfg: DreamerConfig) -> None:
+        self.model, self.cfg = model, cfg
+        device = model.device
+        self.actor = Actor(model.feature_size, model.action_size, cfg).to(device)
+        self.value = Value(model.feature_size, cfg).to(device)
+        self.actor_optimizer = torch.optim.Adam(
+            self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.adam_eps
+        )
+        self.value_optimizer = torch.optim.Adam(
+            self.value.parameters(), lr=cfg.value_lr, eps=cfg.adam_eps
+        )
+
+    def imagine(self, start: State, generator: torch.Generator | None) -> Tensor:
+        """Features [H, N, F] of H imagined steps from ``start`` [N, ...], actions from the
+        actor (on detached features), states from the world model's prior."""
+        rssm, states = self.model.rssm, []
+        state = start
+        for _ in range(self.cfg.horizon):
+            action = self.actor.sample(rssm.features(state).detach(), generator)
+            state = rssm.img_step(state, action, generator)
+            states.append(state)
+        return rssm.features(State.stack(states))
+
+    def update(self, posterior: State, generator: torch.Generator | None) -> dict[str, float]:
+        """One actor and one value step from posterior states [T, B, ...] (detached here)."""
+        cfg = self.cfg
+        start = posterior.detach().map(lambda x: x.reshape(-1, x.shape[-1]))  # [T·B, ...]
+        self.actor.train()
+        with frozen(self.model, self.value):  # the actor's loss trains the actor alone
+            features = self.imagine(start, generator)  # [H, N, F]
+            reward = self.model.reward_head(features)  # [H, N]
+            value = self.value(features)  # [H, N]
+            returns = lambda_return(reward[:-1], value[:-1], cfg.discount, value[-1], cfg.lambda_)
+            weight = cfg.discount ** torch.arange(returns.shape[0], device=returns.device)
+            actor_loss = -(weight[:, None] * returns).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip_norm)
+        self.actor_optimizer.step()
+
+        value_pred = self.value(features.detach()[:-1])  # [H - 1, N]
+        value_loss = (weight[:, None] * 0.5 * (value_pred - returns.detach()) ** 2).mean()
+        self.value_optimizer.zero_grad(set_to_none=True)
+        value_loss.backward()
+        value_norm = nn.utils.clip_grad_norm_(self.value.parameters(), cfg.grad_clip_norm)
+        self.value_optimizer.step()
+        metrics = {
+            "actor_loss": actor_loss.detach(),
+            "value_loss": value_loss.detach(),
+            "imagined_return": returns.detach()[0].mean(),
+            "imagined_reward": reward.detach().mean(),
+            "value": value.detach().mean(),
+            "actor_grad_norm": actor_norm,
+            "value_grad_norm": value_norm,
+            "actor_entropy": self.actor.entropy(features[0].detach(), generator),
+        }
+        values = torch.stack([v.float() for v in metrics.values()]).tolist()
+        return dict(zip(metrics, values, strict=True))
+
+    def state_dict(self) -> dict[str, object]:
+        return {
+            "actor": self.actor.state_dict(),
+            "value": self.value.state_dict(),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "value_optimizer": self.value_optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.actor.load_state_dict(state["actor"])  # type: ignore[arg-type]
+        self.value.load_state_dict(state["value"])  # type: ignore[arg-type]
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])  # type: ignore[arg-type]
+        self.value_optimizer.load_state_dict(state["value_optimizer"])  # type: ignore[arg-type]
+
+
+class DreamerAgent:
+    """Acts with the actor: filter the belief, then one network call per decision.
+
+    Collecting: a sample of the actor plus N(0, noise²), clipped; testing: the actor's mode. The
+    action fed to the filter is the one executed, as for PlaNet's agent."""
+
+    def __init__(
+        self,
+        model: WorldModel,
+        actor: Actor,
+        *,
+        noise: float,
+        generator: torch.Generator,
+        batch: int = 1,
+        test: bool = False,
+    ) -> None:
+        self.model, self.actor = model, actor
+        self.noise, self.generator, self.batch, self.test = noise, generator, batch, test
+        self.reset()
+
+    def reset(self) -> None:
+        self.belief = self.model.initial_state(self.batch)
+        self.prev_action = torch.zeros(self.batch, self.model.action_size, device=self.model.device)
+
+    @torch.inference_mode()
+    def act_batch(self, images: np.ndarray) -> np.ndarray:
+        """images uint8 [B, 64, 64, 3] -> actions float32 [B, A]."""
+        assert images.shape[0] == self.batch, (images.shape, self.batch)
+        frames = torch.from_numpy(np.ascontiguousarray(images))
+        self.belief = self.model.filter(self.belief, self.prev_action, frames, self.generator)
+        features = self.model.rssm.features(self.belief)
+        if self.test:
+            action = self.actor.mode(features, self.generator)
+        else:
+            action = self.actor.sample(features, self.generator)
+        if self.noise > 0:
+            noise = torch.randn(action.shape, generator=self.generator, device=action.device)
+            action = action + self.noise * noise
+        action = action.clamp(-1.0, 1.0)
+        self.prev_action = action
+        return action.float().cpu().numpy()
+
+    def act(self, observation: Observation) -> np.ndarray:
+        return self.act_batch(observation.image[None])[0]

@@ -1,0 +1,91 @@
+"""Dreamer's run: PlaNet's schedule, replay and world-model update, then an actor-critic update
+from the same batch's posterior states (agents/dreamer.py); the actor acts instead of CEM.
+
+Everything else — seed episodes, collection every ``collect_every_updates`` updates, test
+phases, the env-step budget, checkpoints, exact resume, the final score — is PlaNet's
+(loop.py, base.py). The world model's Adam takes Dreamer's step size and clip
+(``dreamer.model_lr``, ``dreamer.grad_clip_norm``, ``dreamer.adam_eps``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import torch
+
+from planet_torch.agents.base import Agent
+from planet_torch.agents.dreamer import DreamerAgent, DreamerLearner
+from planet_torch.models import WorldModelTrainer
+from planet_torch.training.base import counter_generator
+from planet_torch.training.loop import Trainer
+
+_PROBE_STREAM = 13
+
+
+class DreamerTrainer(Trainer):
+    """One Dreamer run in one run folder."""
+
+    def _validate(self) -> None:
+        super()._validate()
+        if self.cfg.algo != "dreamer":
+            raise ValueError(f"DreamerTrainer needs algo 'dreamer', got {self.cfg.algo!r}")
+
+    def _build(self) -> None:
+        super()._build()
+        d = self.cfg.dreamer
+        optim = dataclasses.replace(
+            self.cfg.optim,
+            learning_rate=d.model_lr,
+            grad_clip_norm=d.grad_clip_norm,
+            adam_eps=d.adam_eps,
+        )
+        self.optimizer = WorldModelTrainer(self.model, optim)
+        self.behaviour = DreamerLearner(self.model, d)
+
+    def _learner_state(self) -> dict[str, Any]:
+        return {**super()._learner_state(), "behaviour": self.behaviour.state_dict()}
+
+    def _load_learner(self, state: dict[str, Any]) -> None:
+        super()._load_learner(state)
+        self.behaviour.load_state_dict(state["behaviour"])
+
+    @property
+    def train_noise(self) -> float:
+        return self.cfg.dreamer.exploration_noise
+
+    @property
+    def test_noise(self) -> float:
+        return 0.0
+
+    def _learn(
+        self, batch: dict[str, torch.Tensor], generator: torch.Generator
+    ) -> dict[str, float]:
+        metrics, posterior = self.optimizer.update_and_posterior(batch, generator)
+        return metrics | self.behaviour.update(posterior, generator)
+
+    def _make_agent(self, seed: int, noise: float, test: bool = False) -> Agent:
+        self.model.eval()
+        self.behaviour.actor.eval()
+        return DreamerAgent(
+            self.model,
+            self.behaviour.actor,
+            noise=noise,
+            generator=counter_generator(self.device, seed),
+            test=test,
+        )
+
+    def _probe_seconds_per_action(self) -> float:
+        """Time one decision on a stored frame (own generator: the run's streams untouched)."""
+        agent = DreamerAgent(
+            self.model,
+            self.behaviour.actor,
+            noise=0.0,
+            generator=counter_generator(self.device, self.cfg.seed, _PROBE_STREAM),
+        )
+        frame = self.train_store[0].image[:1]
+        agent.act_batch(frame)  # warm-up
+        start = time.perf_counter()
+        agent.act_batch(frame)
+        return time.perf_counter() - start

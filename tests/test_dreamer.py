@@ -1,0 +1,130 @@
+"""Dreamer: λ-returns by hand, where the gradients go, a debug run that resumes exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from run_helpers import assert_same_run
+
+from planet_torch.agents.dreamer import Actor, DreamerLearner, lambda_return
+from planet_torch.config import DEBUG, DreamerConfig, override
+from planet_torch.models import WorldModel
+from planet_torch.training.checkpoint import load_checkpoint
+from planet_torch.training.dreamer_loop import DreamerTrainer
+from planet_torch.training.evaluate import evaluate
+
+SMALL = {"units": 16, "actor_layers": 2, "value_layers": 2, "horizon": 4}
+RUN = override(
+    DEBUG,
+    algo="dreamer",
+    task="cartpole-balance",
+    dreamer=SMALL,
+    schedule={"total_updates": 12},
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def test_lambda_return_by_hand() -> None:
+    reward = torch.tensor([[1.0], [2.0], [3.0]])
+    value = torch.tensor([[10.0], [20.0], [30.0]])
+    bootstrap = torch.tensor([40.0])
+    g, lam = 0.9, 0.5
+    r3 = 40.0  # R_K = bootstrap
+    r2 = 3 + g * ((1 - lam) * 40 + lam * r3)
+    r1 = 2 + g * ((1 - lam) * 30 + lam * r2)
+    r0 = 1 + g * ((1 - lam) * 20 + lam * r1)
+    got = lambda_return(reward, value, g, bootstrap, lam)
+    torch.testing.assert_close(got[:, 0], torch.tensor([r0, r1, r2]))
+    # λ = 1: the discounted return bootstrapped at the end; λ = 0: one-step TD targets.
+    mc = lambda_return(reward, value, g, bootstrap, 1.0)[0, 0]
+    assert mc.item() == pytest.approx(1 + g * 2 + g**2 * 3 + g**3 * 40)
+    td = lambda_return(reward, value, g, bootstrap, 0.0)[:, 0]
+    torch.testing.assert_close(td, torch.tensor([1 + g * 20, 2 + g * 30, 3 + g * 40]))
+
+
+def test_actor_is_a_tanh_gaussian_with_the_original_init() -> None:
+    torch.manual_seed(0)
+    actor = Actor(6, 2, DreamerConfig(units=8, actor_layers=1))
+    with torch.no_grad():
+        actor.net[-1].weight.zero_()  # a zero output: mean 0, std = init_std (5)
+    mean, std = actor(torch.randn(3, 6))
+    torch.testing.assert_close(mean, torch.zeros(3, 2))
+    torch.testing.assert_close(std, torch.full((3, 2), 5.0 + 1e-4))
+    sample = actor.sample(torch.randn(1000, 6), torch.Generator().manual_seed(1))
+    assert sample.abs().max() <= 1 and sample.std() > 0.5  # wide at init (std 5 before the tanh)
+    # log_prob is a density of tanh(x): it integrates to 1 over (-1, 1) for one dim
+    grid = torch.linspace(-0.999, 0.999, 20001)
+    pre = torch.atanh(grid)[:, None]
+    density = actor.log_prob(pre, torch.zeros(1, 1), torch.ones(1, 1)).exp()
+    assert torch.trapezoid(density, grid).item() == pytest.approx(1.0, abs=2e-3)
+
+
+def test_gradients_reach_the_actor_through_the_dynamics_and_nothing_else() -> None:
+    """The actor loss trains the actor only (not the world model, not the value); the value
+    loss trains the value only, against detached targets."""
+    torch.manual_seed(0)
+    cfg = override(RUN, dreamer=SMALL)
+    model = WorldModel(cfg, action_size=1)
+    learner = DreamerLearner(model, cfg.dreamer)
+    posterior = model.rssm.observe(
+        torch.randn(5, 3, model.encoder.embed_size), torch.randn(5, 3, 1)
+    )[0]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    actor_before = [p.detach().clone() for p in learner.actor.parameters()]
+    value_before = [p.detach().clone() for p in learner.value.parameters()]
+    metrics = learner.update(posterior, torch.Generator().manual_seed(2))
+    assert all(np.isfinite(v) for v in metrics.values()), metrics
+    assert all(p.grad is None for p in model.parameters())  # nothing flowed into the model
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again
+    assert any(
+        not torch.equal(a, b) for a, b in zip(actor_before, learner.actor.parameters(), strict=True)
+    )
+    assert any(
+        not torch.equal(a, b) for a, b in zip(value_before, learner.value.parameters(), strict=True)
+    )
+    # The actor's gradient comes through the imagined dynamics: with the reward head and the
+    # value cut off from the features it would be zero.
+    start = posterior.detach().map(lambda x: x.reshape(-1, x.shape[-1]))
+    features = learner.imagine(start, torch.Generator().manual_seed(3))
+    learner.actor.zero_grad()
+    features.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.actor.parameters())
+
+
+def test_a_debug_run_trains_evaluates_and_resumes_exactly(tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    summary = DreamerTrainer(RUN, reference, progress=False).train()
+    assert summary["updates"] == 12 and len(summary["test_returns"]) == 2
+    state = load_checkpoint(reference / "checkpoints" / "latest.pt")
+    assert {"actor", "value", "actor_optimizer", "value_optimizer"} <= set(
+        state["world_model"]["behaviour"]
+    )
+    scores = evaluate(reference, episodes=1, video=None)
+    assert np.isfinite(scores["mean"])
+
+    crashed = tmp_path / "crashed"
+    trainer = DreamerTrainer(RUN, crashed, progress=False)
+    learn = trainer._learn
+
+    def crashing(batch, generator):
+        if trainer.counters.updates == 9:  # after the checkpoint of the test phase at 6
+            raise RuntimeError("power cut")
+        return learn(batch, generator)
+
+    trainer._learn = crashing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="power cut"):
+        trainer.train()
+    DreamerTrainer(RUN, crashed, resume=True, progress=False).train()
+    assert_same_run(reference, crashed)
