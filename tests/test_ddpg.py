@@ -278,33 +278,41 @@ def test_longer_schedule_on_resume_continues_the_run(reference, tmp_path):
         DDPGTrainer(RUN, tmp_path / "none", resume=True, progress=False)
 
 
-def test_learns_test_reach_from_states_in_seconds(tmp_path):
-    cfg = override(
-        DEBUG,
-        algo="ddpg",
-        task="test-reach",
-        ddpg={
-            "hidden_units": 128,
-            "batch_size": 64,
-            "discount": 0.9,
-            "actor_lr": 1e-4,
-            "critic_lr": 3e-3,
-            "tau": 0.02,
-            "noise_std": 0.3,
-        },
-        schedule={
-            "seed_episodes": 5,
-            "test_seed_episodes": 5,
-            "test_episodes": 5,
-            "test_every_updates": 1000,
-            "total_updates": 1000,
-        },
-    )
-    summary = DDPGTrainer(cfg, tmp_path / "learn", progress=False).train()
-    records = read_metrics(tmp_path / "learn" / "metrics.jsonl")
-    random_return = np.mean([r["seed/test_return"] for r in records if "seed/test_return" in r])
-    # Returns are in [0, 80]; the random policy gets about 50, reaching the target about 75.
-    assert summary["test_returns"][-1] > random_return + 10, (summary, random_return)
+LEARN = override(
+    DEBUG,
+    algo="ddpg",
+    task="test-reach",
+    ddpg={
+        "hidden_units": 128,
+        "batch_size": 64,
+        "discount": 0.9,
+        "actor_lr": 1e-4,
+        "critic_lr": 3e-3,
+        "tau": 0.02,
+        "noise_std": 0.3,
+    },
+    schedule={
+        "seed_episodes": 5,
+        "test_seed_episodes": 5,
+        "test_episodes": 5,
+        "test_every_updates": 1000,
+        "total_updates": 1000,
+    },
+)
+
+
+def test_learns_test_reach_from_states_on_most_seeds(tmp_path):
+    """Three seeds; a majority must beat the random policy of its own seed episodes by a margin
+    (returns in [0, 80]: random ≈ 50, reaching the target ≈ 75). One seed alone was noted
+    seed-fragile: a majority of three cannot be one lucky or unlucky draw."""
+    gains = []
+    for seed in range(3):
+        run = tmp_path / f"learn{seed}"
+        summary = DDPGTrainer(replace(LEARN, seed=seed), run, progress=False).train()
+        records = read_metrics(run / "metrics.jsonl")
+        random_return = np.mean([r["seed/test_return"] for r in records if "seed/test_return" in r])
+        gains.append(summary["test_returns"][-1] - random_return)
+    assert sum(gain > 10 for gain in gains) >= 2, gains
 
 
 def test_bad_ddpg_values_are_one_line_user_errors_before_any_folder_exists(tmp_path):

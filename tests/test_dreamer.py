@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from planet_torch.models import WorldModel
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.dreamer_loop import DreamerTrainer
 from planet_torch.training.evaluate import evaluate
+from planet_torch.training.inspection import inspect_run
 
 SMALL = {"units": 16, "actor_layers": 2, "value_layers": 2, "horizon": 4}
 RUN = override(
@@ -113,6 +115,10 @@ def test_a_debug_run_trains_evaluates_and_resumes_exactly(tmp_path: Path) -> Non
     )
     scores = evaluate(reference, episodes=1, video=None)
     assert np.isfinite(scores["mean"])
+    report = inspect_run(reference, output=tmp_path / "inspect")
+    numbers = json.loads((report.parent / "numbers.json").read_text())
+    assert (report.parent / "values.png").stat().st_size > 5000
+    assert np.isfinite(numbers["value_mae"]) and -1 <= numbers["value_corr"] <= 1
 
     crashed = tmp_path / "crashed"
     trainer = DreamerTrainer(RUN, crashed, progress=False)

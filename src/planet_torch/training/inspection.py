@@ -13,8 +13,12 @@ From a run folder's checkpoint, writes a folder of figures and one ``report.html
    candidate returns per CEM iteration, the elite mean and std of the first action per
    iteration, the executed action, and (dm_control tasks) the choice of the true-simulator
    planner at the same physics state.
+   For a Dreamer run instead, ``values.png``: along the test episode, the value network's
+   estimate and the actor's imagined return from each filtered state beside the real
+   discounted return from that step.
 
 Everything is computed here from the checkpoint and the run's episodes; nothing is hard-coded.
+The numbers of the report are also written to ``numbers.json``.
 """
 
 from __future__ import annotations
@@ -65,7 +69,7 @@ class Report:
 def _load(run_dir: Path, checkpoint: Path | None, device: torch.device) -> tuple[Config, Any, Any]:
     run = RunDir(run_dir)
     cfg = run.load_config()
-    if cfg.algo != "planet":
+    if cfg.algo not in ("planet", "dreamer"):
         raise UserError(f"planet inspect explains PlaNet runs; {run.path} was trained with DDPG")
     path = checkpoint if checkpoint is not None else run.latest_checkpoint()
     if not path.exists():
@@ -341,6 +345,63 @@ def _planner_figure(
 # ---- entry point -------------------------------------------------------------------------------
 
 
+# ---- 4 (Dreamer): the value against the real return ------------------------------------------
+
+
+def _values(
+    cfg: Config,
+    model: WorldModel,
+    state: dict[str, Any],
+    episode: Episode,
+    posterior: State,
+    out: Path,
+    report: Report,
+    g: torch.Generator,
+) -> None:
+    """The value v(f_t) and the actor's imagined return from every filtered state of the test
+    episode, beside the real discounted return Σ_k γ^k r_{t+k} (cut at the episode's end)."""
+    import matplotlib.pyplot as plt
+
+    from planet_torch.agents.dreamer import DreamerLearner, lambda_return
+
+    d = cfg.dreamer
+    learner = DreamerLearner(model, d)
+    learner.load_state_dict(state[Trainer.learner_key]["behaviour"])
+    start = posterior.map(lambda x: x[:, 0])  # [T+1, ...]: every row's filtered state
+    value = learner.value(model.rssm.features(start)).cpu().numpy()
+    features = learner.imagine(start, g)  # [H, T+1, F]
+    reward, future = model.reward_head(features), learner.value(features)
+    imagined = lambda_return(reward[:-1], future[:-1], d.discount, future[-1], d.lambda_)[0]
+    imagined = (reward[0] + d.discount * imagined).cpu().numpy()  # from the start state on
+    true = np.zeros(episode.num_rows)
+    running = 0.0
+    for t in reversed(range(episode.num_rows)):
+        running = episode.reward[t] + d.discount * running
+        true[t] = running
+    # Rows within ~1/(1-γ) of the end see a cut-off return: score the value before them.
+    scored = slice(1, max(2, episode.num_rows - int(1 / (1 - d.discount))))
+    mae = float(np.abs(value[scored] - true[scored]).mean())
+    corr = float(np.corrcoef(value[scored], true[scored])[0, 1]) if len(true[scored]) > 2 else 0.0
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    ax.plot(true, label="real discounted return from t (cut at the episode's end)", color="black")
+    ax.plot(value, label="value network v(f_t)")
+    ax.plot(imagined, label=f"actor's imagined λ-return from t ({d.horizon} steps + value)")
+    ax.axvline(scored.stop, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("policy step (row of the episode)")
+    ax.set_ylabel(f"return, γ = {d.discount}")
+    ax.legend(fontsize=8)
+    path = _savefig(fig, out / "values.png")
+    report.numbers |= {"value_mae": mae, "value_corr": corr}
+    report.add(
+        "The value against the real return",
+        path,
+        f"Before the dotted line (the last {int(1 / (1 - d.discount))} rows see a return cut by "
+        f"the episode's end): mean absolute error {mae:.1f}, correlation {corr:.2f}. The actor "
+        "maximises the imagined return; where it drifts from the real one, the model or the "
+        "value misleads it.",
+    )
+
+
 def _write_html(report: Report, out: Path) -> Path:
     parts = [
         "<!doctype html><meta charset='utf-8'>",
@@ -357,6 +418,7 @@ def _write_html(report: Report, out: Path) -> Path:
         ]
     parts.append("<h2>Numbers</h2><pre>" + html.escape(json.dumps(report.numbers, indent=1)))
     parts.append("</pre>")
+    atomic_write_text(out / "numbers.json", json.dumps(report.numbers, indent=2) + "\n")
     return atomic_write_text(out / "report.html", "\n".join(parts) + "\n")
 
 
@@ -397,6 +459,10 @@ def inspect_run(
         filtered = _filter(model, test, g)  # posterior and prior of the test episode, once
         _rewards(model, test, filtered[0], horizon, out, report, g)
         _latent(model, train, test, filtered, out, report, g)
+    if cfg.algo == "dreamer":
+        with torch.inference_mode():
+            _values(cfg, model, state, test, filtered[0], out, report, g)
+        return _write_html(report, out)
     sim_planner = PlannerConfig(
         horizon=cfg.planner.horizon,
         candidates=sim_candidates,
