@@ -31,8 +31,10 @@ def test_seeds_and_variants_become_configs() -> None:
     assert {(t.task, t.seed) for t in trials} == {
         (task, seed) for task in ("cartpole-balance", "cheetah-run") for seed in (0, 1)
     }
+    (dreamer,) = plan_trials(DEBUG, "cartpole-balance", "0", "dreamer")
+    assert dreamer.config.algo == dreamer.config.variant == "dreamer"
     with pytest.raises(UserError, match="unknown variant"):
-        plan_trials(DEBUG, "cartpole-balance", "0", "planet,dreamer")
+        plan_trials(DEBUG, "cartpole-balance", "0", "planet,ppo")
     with pytest.raises(UserError, match="unknown task"):
         plan_trials(DEBUG, "cartpole-balanse", "0", "planet")
 
