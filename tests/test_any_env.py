@@ -177,3 +177,22 @@ def test_sweeps_and_multi_task_take_the_new_names() -> None:
     assert (multi.suite, multi.action_repeat) == ("multi", 2)
     with pytest.raises(UserError, match="only dm_control tasks"):
         task_spec("dmc:walker-run+gym:Pendulum-v1")
+
+
+def test_a_gymnasium_run_trains_evaluates_and_is_inspected(tmp_path: Path) -> None:
+    from planet_torch.api import train
+    from planet_torch.training.evaluate import evaluate
+    from planet_torch.training.inspection import inspect_run
+
+    cfg = override(
+        DEBUG,
+        task="gym:Pendulum-v1",
+        env={"episode_env_steps": 30},
+        data={"chunk_length": 6},
+        schedule={"total_updates": 3, "final_eval_episodes": 1},
+    )
+    summary = train(cfg, tmp_path / "pendulum")
+    assert summary["updates"] == 3 and np.isfinite(summary["score"])
+    assert np.isfinite(evaluate(tmp_path / "pendulum", episodes=1, video=None)["mean"])
+    report = inspect_run(tmp_path / "pendulum", output=tmp_path / "inspect", planner_steps=(0,))
+    assert (report.parent / "rewards.png").exists() and (report.parent / "planner_0000.png").exists()

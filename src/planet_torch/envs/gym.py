@@ -143,10 +143,10 @@ class GymEnv(Env):
         from PIL import Image
 
         if frame.shape[:2] == (self.image_size, self.image_size):
-            return np.ascontiguousarray(frame[..., :3], dtype=np.uint8)
+            return np.array(frame[..., :3], dtype=np.uint8)  # a writable copy
         size = (self.image_size, self.image_size)
         image = Image.fromarray(np.ascontiguousarray(frame[..., :3], dtype=np.uint8))
-        return np.asarray(image.resize(size, Image.Resampling.BILINEAR))
+        return np.array(image.resize(size, Image.Resampling.BILINEAR))  # writable, owned
 
     def close(self) -> None:
         if self._renderer is not None:
