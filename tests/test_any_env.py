@@ -195,4 +195,6 @@ def test_a_gymnasium_run_trains_evaluates_and_is_inspected(tmp_path: Path) -> No
     assert summary["updates"] == 3 and np.isfinite(summary["score"])
     assert np.isfinite(evaluate(tmp_path / "pendulum", episodes=1, video=None)["mean"])
     report = inspect_run(tmp_path / "pendulum", output=tmp_path / "inspect", planner_steps=(0,))
-    assert (report.parent / "rewards.png").exists() and (report.parent / "planner_0000.png").exists()
+    assert (report.parent / "rewards.png").exists() and (
+        report.parent / "planner_0000.png"
+    ).exists()
