@@ -122,7 +122,10 @@ def test_doctor_passes_here(tmp_path):
     assert "real 64×64 frames" in result.stdout
     assert "--model.compute-dtype auto trains in " in result.stdout
     assert "bf16 convs ran" in result.stdout  # the reason, from the same chooser
-    assert "measured now, kept in" in result.stdout and "delete the file" in result.stdout
+    # Kept, or (on a CPU busy with other processes, as beside a training run) used and not kept.
+    kept = "measured now, kept in" in result.stdout
+    busy = "of the CPUs: not kept" in result.stdout
+    assert (kept or busy) and "delete the file" in result.stdout, result.stdout
 
 
 def test_out_of_memory_is_one_line_error(tmp_path):

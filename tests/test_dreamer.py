@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from model_helpers import one_thread  # noqa: F401 (a fixture)
 from run_helpers import assert_same_run
 
 from planet_torch.agents.dreamer import Actor, DreamerLearner, lambda_return
@@ -26,14 +27,6 @@ RUN = override(
     dreamer=SMALL,
     schedule={"total_updates": 12},
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_lambda_return_by_hand() -> None:

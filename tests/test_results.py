@@ -120,6 +120,12 @@ def test_table_lists_every_task_with_published_rows():
     assert "| walker-walk | 200 | 1 |" in single  # one seed: no spread to show
     shared = results_table([r | {"quiet": "no"} for r in runs], [])
     assert "| walker-walk | 250 ± 71 | 2 |  | 224 | 277 | shared CPU | 4750 |" in shared
+    assert "Dreamer (ours)" not in table  # no Dreamer runs: no column
+    dreamer = [r | {"variant": "dreamer", "score": 310.0} for r in runs[:1]]
+    side = results_table(runs + dreamer, []).splitlines()
+    assert side[0].endswith("| Dreamer (ours) | seeds |")
+    assert next(x for x in side if x.startswith("| walker-walk |")).endswith("| 310 | 1 |")
+    assert next(x for x in side if x.startswith("| cup-catch |")).endswith("| not run yet | 0 |")
 
 
 def test_demo_figure_draws_random_level_and_reference(runs):

@@ -79,15 +79,15 @@ def _sweep(sweep: Path, seeds: str) -> tuple[int, str, dict]:
 
 
 def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path: Path) -> None:
-    """One Ray session (the expensive part): seeds 0 and 1 train; seed 2's folder holds a run of
-    another config, so that trial fails twice (one retry) and is reported while the others
-    finish. Re-running the sweep skips the finished trials without starting Ray again."""
+    """One Ray session (the expensive part): seed 0 trains; seed 2's folder holds a run of
+    another config, so that trial fails twice (one retry) and is reported while the other
+    finishes. Re-running the sweep skips the finished trial without starting Ray again."""
     sweep = tmp_path / "sweep"
     other = override(DEBUG, task="cartpole-balance", seed=2, model={"belief_size": 8})
     RunDir(sweep / "trials" / "cartpole-balance-planet-seed2").prepare(other)
     outside = [Path.home() / ".ray", Path("/tmp/ray")]
     existed = [p.exists() for p in outside]
-    code, out, summary = _sweep(sweep, "0-2")
+    code, out, summary = _sweep(sweep, "0,2")
     for path, was_there in zip(outside, existed, strict=True):
         assert was_there or not path.exists(), f"Ray wrote {path}"
     links = [
@@ -95,12 +95,12 @@ def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path
     ]
     assert not links, "the short link to the socket folder is removed at the end"
     assert code == 1, out
-    assert "1 of 3 trials failed" in out
+    assert "1 of 2 trials failed" in out
     rows = {r["trial"]: r for r in summary["trials"]}
     failed = rows.pop("cartpole-balance-planet-seed2")
     assert failed["status"] == "failed" and failed["attempts"] == 2
     assert "config" in failed["error"] and "\n" not in failed["error"]
-    assert set(rows) == {"cartpole-balance-planet-seed0", "cartpole-balance-planet-seed1"}
+    assert set(rows) == {"cartpole-balance-planet-seed0"}
     for name, row in rows.items():
         assert row["status"] == "done" and (row["updates"], row["env_steps"]) == (9, 400)
         scores = json.loads((sweep / "trials" / name / "scores.json").read_text())
@@ -112,18 +112,17 @@ def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path
         assert "summary:" in (sweep / "logs" / f"{name}.log").read_text()
     assert (sweep / "summary.png").stat().st_size > 5000
     table = (sweep / "summary.md").read_text()
-    mean = sum(r["score"] for r in rows.values()) / 2
-    assert f"| cartpole-balance | planet | 2 | {mean:.1f} ± " in table
+    (score,) = (r["score"] for r in rows.values())
+    assert f"| cartpole-balance | planet | 1 | {score:.1f} " in table
     assert list((sweep / "ray").glob("session_*/logs")), "Ray's files belong in the sweep folder"
     assert oct((sweep / "ray" / "auth_token").stat().st_mode)[-3:] == "600"
     checkpoint = sweep / "trials" / "cartpole-balance-planet-seed0" / "checkpoints" / "latest.pt"
     mtime = checkpoint.stat().st_mtime_ns
     sessions = sorted((sweep / "ray").glob("session_*"))
 
-    code, out, summary = _sweep(sweep, "0-1")
+    code, out, summary = _sweep(sweep, "0")
     assert code == 0, out
-    for seed in (0, 1):
-        assert f"skip  cartpole-balance-planet-seed{seed}" in out
+    assert "skip  cartpole-balance-planet-seed0" in out
     assert checkpoint.stat().st_mtime_ns == mtime  # not trained again
     assert sorted((sweep / "ray").glob("session_*")) == sessions  # no Ray started for nothing
     assert {r["status"] for r in summary["trials"]} == {"done"}

@@ -24,13 +24,12 @@ import contextlib
 import math
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from planet_torch.agents.base import FilteringAgent
 from planet_torch.config import DreamerConfig
-from planet_torch.envs.base import Observation
 from planet_torch.models import State, WorldModel
 from planet_torch.models.encoder import glorot_
 
@@ -215,11 +214,9 @@ class DreamerLearner:
         self.value_optimizer.load_state_dict(state["value_optimizer"])  # type: ignore[arg-type]
 
 
-class DreamerAgent:
-    """Acts with the actor: filter the belief, then one network call per decision.
-
-    Collecting: a sample of the actor plus N(0, noise²), clipped; testing: the actor's mode. The
-    action fed to the filter is the one executed, as for PlaNet's agent."""
+class DreamerAgent(FilteringAgent):
+    """Chooses with the actor, one network call per decision: a sample when collecting (the
+    trainer adds N(0, 0.3²)), the actor's mode when testing."""
 
     def __init__(
         self,
@@ -231,31 +228,12 @@ class DreamerAgent:
         batch: int = 1,
         test: bool = False,
     ) -> None:
-        self.model, self.actor = model, actor
-        self.noise, self.generator, self.batch, self.test = noise, generator, batch, test
+        super().__init__(model, noise=noise, generator=generator, batch=batch)
+        self.actor, self.test = actor, test
         self.reset()
 
-    def reset(self) -> None:
-        self.belief = self.model.initial_state(self.batch)
-        self.prev_action = torch.zeros(self.batch, self.model.action_size, device=self.model.device)
-
-    @torch.inference_mode()
-    def act_batch(self, images: np.ndarray) -> np.ndarray:
-        """images uint8 [B, 64, 64, 3] -> actions float32 [B, A]."""
-        assert images.shape[0] == self.batch, (images.shape, self.batch)
-        frames = torch.from_numpy(np.ascontiguousarray(images))
-        self.belief = self.model.filter(self.belief, self.prev_action, frames, self.generator)
+    def choose(self) -> Tensor:
         features = self.model.rssm.features(self.belief)
         if self.test:
-            action = self.actor.mode(features, self.generator)
-        else:
-            action = self.actor.sample(features, self.generator)
-        if self.noise > 0:
-            noise = torch.randn(action.shape, generator=self.generator, device=action.device)
-            action = action + self.noise * noise
-        action = action.clamp(-1.0, 1.0)
-        self.prev_action = action
-        return action.float().cpu().numpy()
-
-    def act(self, observation: Observation) -> np.ndarray:
-        return self.act_batch(observation.image[None])[0]
+            return self.actor.mode(features, self.generator)
+        return self.actor.sample(features, self.generator)

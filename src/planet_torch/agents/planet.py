@@ -15,18 +15,19 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import Tensor
 
+from planet_torch.agents.base import FilteringAgent
 from planet_torch.config import PlannerConfig
-from planet_torch.envs.base import Observation
 from planet_torch.models import State, WorldModel
 from planet_torch.models.imagination import LatentObjective, choose_dtype, supports_fast_objective
 from planet_torch.planning.cem import CEMIteration, cross_entropy_method
 
 
-class PlanetAgent:
+class PlanetAgent(FilteringAgent):
+    """Chooses by CEM over the world model's imagined returns (:meth:`plan`)."""
+
     def __init__(
         self,
         model: WorldModel,
@@ -39,14 +40,10 @@ class PlanetAgent:
         test: bool = False,
     ) -> None:
         """``test``: plan as for test episodes (``planner.test_imagination``)."""
-        self.model = model
+        super().__init__(model, noise=noise, generator=generator, batch=batch)
         self.planner = planner
         self.sample = (planner.test_imagination if test else planner.imagination) == "sample"
-        self.noise = noise
-        self.generator = generator
-        self.batch = batch
         self.on_iteration = on_iteration
-        self.action_size = model.action_size
         # The fast objective (models/imagination.py) where the model allows, in the arithmetic the
         # config asks for; the world model's reference imagine_return otherwise.
         self.compute_dtype = choose_dtype(planner.compute_dtype, model, planner.candidates)
@@ -60,8 +57,7 @@ class PlanetAgent:
         self.reset()
 
     def reset(self) -> None:
-        self.belief: State = self.model.initial_state(self.batch)
-        self.prev_action = torch.zeros(self.batch, self.action_size, device=self.model.device)
+        super().reset()
         self.prev_plan: Tensor | None = None
 
     @torch.inference_mode()
@@ -151,19 +147,5 @@ class PlanetAgent:
         self._graph.replay()
         return self._static_plan.clone()
 
-    @torch.inference_mode()
-    def act_batch(self, images: np.ndarray) -> np.ndarray:
-        """images uint8 [B, 64, 64, 3] (the newest frame of each env) -> actions float32 [B, A]."""
-        assert images.shape[0] == self.batch, (images.shape, self.batch)
-        frames = torch.from_numpy(np.ascontiguousarray(images))
-        self.belief = self.model.filter(self.belief, self.prev_action, frames, self.generator)
-        action = self.plan()[0]  # [B, A]
-        if self.noise > 0:
-            noise = torch.randn(action.shape, generator=self.generator, device=action.device)
-            action = action + self.noise * noise
-        action = action.clamp(-1.0, 1.0)
-        self.prev_action = action
-        return action.float().cpu().numpy()
-
-    def act(self, observation: Observation) -> np.ndarray:
-        return self.act_batch(observation.image[None])[0]
+    def choose(self) -> Tensor:
+        return self.plan()[0]  # the plan's first action [B, A]

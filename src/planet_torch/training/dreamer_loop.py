@@ -10,18 +10,14 @@ phases, the env-step budget, checkpoints, exact resume, the final score — is P
 from __future__ import annotations
 
 import dataclasses
-import time
 from typing import Any
 
 import torch
 
-from planet_torch.agents.base import Agent
+from planet_torch.agents.base import FilteringAgent
 from planet_torch.agents.dreamer import DreamerAgent, DreamerLearner
 from planet_torch.models import WorldModelTrainer
-from planet_torch.training.base import counter_generator
 from planet_torch.training.loop import Trainer
-
-_PROBE_STREAM = 13
 
 
 class DreamerTrainer(Trainer):
@@ -65,27 +61,11 @@ class DreamerTrainer(Trainer):
         metrics, posterior = self.optimizer.update_and_posterior(batch, generator)
         return metrics | self.behaviour.update(posterior, generator)
 
-    def _make_agent(self, seed: int, noise: float, test: bool = False) -> Agent:
+    def _agent(
+        self, generator: torch.Generator, noise: float, test: bool = False
+    ) -> FilteringAgent:
         self.model.eval()
         self.behaviour.actor.eval()
         return DreamerAgent(
-            self.model,
-            self.behaviour.actor,
-            noise=noise,
-            generator=counter_generator(self.device, seed),
-            test=test,
+            self.model, self.behaviour.actor, noise=noise, generator=generator, test=test
         )
-
-    def _probe_seconds_per_action(self) -> float:
-        """Time one decision on a stored frame (own generator: the run's streams untouched)."""
-        agent = DreamerAgent(
-            self.model,
-            self.behaviour.actor,
-            noise=0.0,
-            generator=counter_generator(self.device, self.cfg.seed, _PROBE_STREAM),
-        )
-        frame = self.train_store[0].image[:1]
-        agent.act_batch(frame)  # warm-up
-        start = time.perf_counter()
-        agent.act_batch(frame)
-        return time.perf_counter() - start

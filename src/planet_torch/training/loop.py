@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from planet_torch.agents.base import Agent
+from planet_torch.agents.base import Agent, FilteringAgent
 from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import Config
 from planet_torch.errors import UserError
@@ -99,13 +99,15 @@ class Trainer(BaseTrainer):
         return self.cfg.planner.test_noise
 
     def _make_agent(self, seed: int, noise: float, test: bool = False) -> Agent:
+        return self._agent(counter_generator(self.device, seed), noise, test)
+
+    def _agent(
+        self, generator: torch.Generator, noise: float, test: bool = False
+    ) -> FilteringAgent:
+        """The acting agent of this algorithm (PlaNet: CEM planning) on the current model."""
         self.model.eval()
         return PlanetAgent(
-            self.model,
-            self.cfg.planner,
-            noise=noise,
-            generator=counter_generator(self.device, seed),
-            test=test,
+            self.model, self.cfg.planner, noise=noise, generator=generator, test=test
         )
 
     def _schedule(self) -> None:
@@ -183,13 +185,8 @@ class Trainer(BaseTrainer):
         return updates // cfg.schedule.collect_every_updates
 
     def _probe_seconds_per_action(self) -> float:
-        """Time one planned action on a stored frame (own generator: the run's streams untouched)."""
-        agent = PlanetAgent(
-            self.model,
-            self.cfg.planner,
-            noise=0.0,
-            generator=counter_generator(self.device, self.cfg.seed, _PROBE_STREAM),
-        )
+        """Time one decision on a stored frame (own generator: the run's streams untouched)."""
+        agent = self._agent(counter_generator(self.device, self.cfg.seed, _PROBE_STREAM), 0.0)
         frame = self.train_store[0].image[:1]
         agent.act_batch(frame)  # warm-up
         start = time.perf_counter()

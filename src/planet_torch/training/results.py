@@ -232,11 +232,14 @@ def results_table(
 ) -> str:
     """Markdown: per task, the score over seeds (mean ± sample std) beside the random policy
     and the published 100k rows; updates and wall-clock per run (the range over the quiet runs;
-    "shared CPU" where every run of the task shared the machine)."""
+    "shared CPU" where every run of the task shared the machine). Once Dreamer runs exist
+    (``--algo dreamer``, variant ``dreamer``), a column with their score over seeds too."""
+    dreamer = [r for r in runs if r["variant"] == "dreamer"]
+    extra = " | Dreamer (ours) | seeds" if dreamer else ""
     lines = [
         "| task | score at 100k (ours, cpu preset) | seeds | random policy "
-        "| PlaNet 100k | Dreamer 100k | minutes per run | updates |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| PlaNet 100k | Dreamer 100k | minutes per run | updates{extra} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if dreamer else ""),
     ]
     randoms = {r["task"]: float(r["score"]) for r in random}
     for task in DMC_TASKS:
@@ -255,10 +258,14 @@ def results_table(
         )
         updates = ", ".join(sorted({str(r["updates"]) for r in mine}))
         rnd = f"{randoms[task]:.0f}" if task in randoms else ""
-        lines.append(
+        row = (
             f"| {task} | {score} | {len(mine)} | {rnd} | {refs.get('PlaNet', float('nan')):g} "
             f"| {refs.get('Dreamer', float('nan')):g} | {span} | {updates} |"
         )
+        if dreamer:
+            theirs = [float(r["score"]) for r in dreamer if r["task"] == task]
+            row += f" {mean_std(theirs) if theirs else 'not run yet'} | {len(theirs)} |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
 
 
