@@ -115,6 +115,7 @@ def test_a_debug_run_trains_evaluates_and_resumes_exactly(tmp_path: Path) -> Non
 
     crashed = tmp_path / "crashed"
     trainer = DreamerTrainer(RUN, crashed, progress=False)
+    assert trainer.optimizer.cfg.learning_rate == RUN.dreamer.model_lr  # Dreamer's, not optim's
     learn = trainer._learn
 
     def crashing(batch, generator):

@@ -53,10 +53,10 @@ def make_custom_env(
     }
     try:
         parameters = inspect.signature(factory).parameters
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        kwargs = {k: v for k, v in offered.items() if takes_all or k in parameters}
     except (TypeError, ValueError):  # a builtin or C callable: call it with the seed only
-        parameters = {"seed": None}  # type: ignore[assignment]
-    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    kwargs = {k: v for k, v in offered.items() if takes_all or k in parameters}
+        kwargs = {"seed": seed}
     env = factory(**kwargs)
     if isinstance(env, Env):
         got = (env.action_repeat, env.max_policy_steps, env.image_size)

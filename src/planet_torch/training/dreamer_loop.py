@@ -16,7 +16,7 @@ import torch
 
 from planet_torch.agents.base import FilteringAgent
 from planet_torch.agents.dreamer import DreamerAgent, DreamerLearner
-from planet_torch.models import WorldModelTrainer
+from planet_torch.config import OptimConfig
 from planet_torch.training.loop import Trainer
 
 
@@ -30,15 +30,16 @@ class DreamerTrainer(Trainer):
 
     def _build(self) -> None:
         super()._build()
+        self.behaviour = DreamerLearner(self.model, self.cfg.dreamer)
+
+    def _world_model_optim(self) -> OptimConfig:
         d = self.cfg.dreamer
-        optim = dataclasses.replace(
+        return dataclasses.replace(
             self.cfg.optim,
             learning_rate=d.model_lr,
             grad_clip_norm=d.grad_clip_norm,
             adam_eps=d.adam_eps,
         )
-        self.optimizer = WorldModelTrainer(self.model, optim)
-        self.behaviour = DreamerLearner(self.model, d)
 
     def _learner_state(self) -> dict[str, Any]:
         return {**super()._learner_state(), "behaviour": self.behaviour.state_dict()}

@@ -368,11 +368,14 @@ def _values(
     learner = DreamerLearner(model, d)
     learner.load_state_dict(state[Trainer.learner_key]["behaviour"])
     start = posterior.map(lambda x: x[:, 0])  # [T+1, ...]: every row's filtered state
-    value = learner.value(model.rssm.features(start)).cpu().numpy()
-    features = learner.imagine(start, g)  # [H, T+1, F]
+    start_features = model.rssm.features(start)
+    value = learner.value(start_features).cpu().numpy()
+    features = learner.imagine(start, g)  # [H, T+1, F]: imagined states 1..H after each start
     reward, future = model.reward_head(features), learner.value(features)
-    imagined = lambda_return(reward[:-1], future[:-1], d.discount, future[-1], d.lambda_)[0]
-    imagined = (reward[0] + d.discount * imagined).cpu().numpy()  # from the start state on
+    after = lambda_return(reward[:-1], future[:-1], d.discount, future[-1], d.lambda_)[0]
+    # From the start state on: its own reward, then the λ-return of imagined state 1 (which
+    # already holds that state's reward), as v(f_t) and the true return count them.
+    imagined = (model.reward_head(start_features) + d.discount * after).cpu().numpy()
     true = np.zeros(episode.num_rows)
     running = 0.0
     for t in reversed(range(episode.num_rows)):

@@ -28,7 +28,7 @@ import torch
 
 from planet_torch.agents.base import Agent, FilteringAgent
 from planet_torch.agents.planet import PlanetAgent
-from planet_torch.config import Config
+from planet_torch.config import Config, OptimConfig
 from planet_torch.errors import UserError
 from planet_torch.models import WorldModel, WorldModelTrainer, retain_freed_memory
 from planet_torch.models.legacy import upgrade_model_state
@@ -62,10 +62,14 @@ class Trainer(BaseTrainer):
     def _build(self) -> None:
         retain_freed_memory()  # no page faults on every update's fresh activations (≈1.2-1.4×)
         self.model = WorldModel(self.cfg, self.env.action_size, self.env.state_size).to(self.device)
-        self.optimizer = WorldModelTrainer(self.model)
+        self.optimizer = WorldModelTrainer(self.model, self._world_model_optim())
         if self.cfg.model.compute_dtype == "auto":  # say what the measurement chose
             dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
             print(f"encoder/decoder in {dtype} ({self.model.compute_dtype_reason})", flush=True)
+
+    def _world_model_optim(self) -> OptimConfig:
+        """The world model's Adam settings: ``optim`` (Dreamer takes its own)."""
+        return self.cfg.optim
 
     def _learner_state(self) -> dict[str, Any]:
         return {
