@@ -3,7 +3,15 @@ into the user's own cache (``~/.cache/planet-torch``)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per CPU (pytest-xdist): one thread each, in the worker
+    # and in the `planet` processes it starts, so that workers never fight over cores (an
+    # OpenMP team stalls whenever one of its threads loses its core).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

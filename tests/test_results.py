@@ -162,6 +162,12 @@ def test_random_policy_row_and_command():
     assert reproduce_command(override(DEBUG, seed=3)) == (
         "planet train --task cartpole-balance --preset debug --seed 3"
     )
+    # another algorithm's section changes nothing in a run: no flag for it
+    changed = {"dreamer": {"units": 7}, "planner": {"horizon": 7}}
+    assert reproduce_command(override(DEBUG, **changed)).endswith("--planner.horizon 7")
+    assert reproduce_command(override(DEBUG, algo="dreamer", **changed)).endswith(
+        "--seed 0 --algo dreamer --dreamer.units 7"
+    )
     assert published("cup-catch", 100_000) == [
         ("PlaNet", 100_000, 0.0),
         ("Dreamer", 100_000, 246.0),

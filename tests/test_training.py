@@ -7,9 +7,12 @@ import re
 import signal
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from run_helpers import (
     assert_same_run,
+    episodes,
     kill_once_written,
     metrics,
     planet,
@@ -21,6 +24,7 @@ from run_helpers import (
 from planet_torch.config import DEBUG, override
 from planet_torch.errors import UserError
 from planet_torch.training.loop import Trainer
+from planet_torch.training.results import run_rows
 
 TRAIN = [
     "train",
@@ -230,8 +234,19 @@ def test_eval_and_plot_on_a_run(reference, tmp_path):
     result = planet("eval", "--run-dir", str(reference), "--episodes", "2")
     assert result.returncode == 0, result.stderr
     scores = json.loads((reference / "scores.json").read_text())
-    assert len(scores["returns"]) == 2 and scores["updates"] == 24
+    assert len(scores["returns"]) == 2 and scores["updates"] == 24 and "planner" not in scores
     assert Path(scores["video"]).stat().st_size > 1000
+    assert run_rows(reference)[0]["command"].endswith("--seed 0 --schedule.total-updates 24")
+    # other planner settings for the eval only: kept in scores.json and in the row's command
+    # (the command trains the same model: test settings never train, tested below)
+    changed = ["--planner.test-imagination", "mean", "--planner.candidates", "8"]
+    result = planet("eval", "--run-dir", str(reference), "--episodes", "1", *changed)
+    assert result.returncode == 0, result.stderr
+    scores = json.loads((reference / "scores.json").read_text())
+    assert scores["planner"] == {"test_imagination": "mean", "candidates": 8}
+    assert json.loads((reference / "config.json").read_text())["planner"]["candidates"] == 16
+    command = run_rows(reference)[0]["command"]
+    assert "--planner.candidates 8" in command and "--planner.test-imagination mean" in command
     out = tmp_path / "curves.png"
     result = planet("plot", str(reference), str(reference), "-o", str(out))
     assert result.returncode == 0, result.stderr
@@ -316,6 +331,14 @@ USER_ERRORS = {
         "holds no PlaNet world model",
     ),
     "inspect a junk checkpoint": ("inspect --run-dir {ref} --checkpoint {junk}", "unreadable"),
+    "eval with an impossible planner": (
+        "eval --run-dir {ref} --planner.top-k 999",
+        "planner.top-k must be in 1..planner.candidates",
+    ),
+    "eval a DDPG run with a planner": (
+        "eval --run-dir {ddpg} --planner.horizon 5",
+        "is a ddpg run",
+    ),
     "plot a metric never logged": ("plot {ref} --metric test/nothing -o {tmp}/p.png", "no 'test/"),
 }
 
@@ -438,6 +461,30 @@ def test_test_phases_use_planner_test_noise(tmp_path, monkeypatch):
     Trainer(cfg, tmp_path / "run", progress=False).train()
     assert {noise for noise, test in seen if test} == {0.2}
     assert {noise for noise, test in seen if not test} == {0.3}
+
+
+def test_test_episodes_never_train(tmp_path):
+    """How test episodes are planned (imagination, noise) changes nothing a run learns: the
+    same train episodes, losses and weights. So a run can be re-scored with other test
+    settings (``planet eval --planner.*``) and stand for a run trained with them."""
+    runs = []
+    for name, planner in [("a", {}), ("b", {"test_imagination": "mean", "test_noise": 0.3})]:
+        cfg = override(DEBUG, task="cartpole-balance", planner=planner)
+        Trainer(cfg, tmp_path / name, progress=False).train()
+        runs.append(tmp_path / name)
+    test_returns = [[r["test/return"] for r in metrics(run) if "test/return" in r] for run in runs]
+    assert test_returns[0] != test_returns[1]  # the test episodes did play differently
+    train = [
+        [{k: v for k, v in r.items() if not k.startswith("test/")} for r in metrics(run)]
+        for run in runs
+    ]
+    assert train[0] == train[1]
+    for name, episode in episodes(runs[0], "train_episodes").items():
+        other = episodes(runs[1], "train_episodes")[name]
+        assert all(np.array_equal(episode[k], other[k]) for k in episode)
+    weights = [torch.load(run / "checkpoints" / "latest.pt", weights_only=False) for run in runs]
+    model = [w["world_model"]["model"] for w in weights]
+    assert all(torch.equal(model[0][k], model[1][k]) for k in model[0])
 
 
 def test_max_hours_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):

@@ -8,6 +8,7 @@ tracebacks are reserved for bugs.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 import sys
@@ -148,6 +149,25 @@ class Train:
 
 
 @dataclass(frozen=True)
+class EvalPlanner:
+    """PlaNet's planner for this evaluation only; unset fields stay as the run trained."""
+
+    test_imagination: Literal["sample", "mean"] | None = None
+    """Rank candidates on one sampled future each, or on the prior means."""
+    candidates: int | None = None
+    """Action sequences per CEM iteration."""
+    top_k: int | None = None
+    """Best candidates the Gaussian is refit to."""
+    iterations: int | None = None
+    """CEM iterations per decision."""
+    horizon: int | None = None
+    """Decisions imagined ahead."""
+
+    def changes(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
 class Eval:
     """Play the latest checkpoint of a run without exploration noise; write scores.json."""
 
@@ -162,6 +182,8 @@ class Eval:
     workers: int = 1
     """Episodes played at once, one environment per worker process, planned in one batched CEM
     call per step (PlaNet runs; 1 = one episode after another in this process)."""
+    planner: EvalPlanner = EvalPlanner()
+    """Play with other planner settings than the run's (kept in scores.json)."""
 
     def run(self) -> int:
         from planet_torch.training.evaluate import evaluate
@@ -172,6 +194,7 @@ class Eval:
             None if self.video == "none" else self.video,
             self.device,
             self.workers,
+            self.planner.changes(),
         )
         print(
             f"mean return {scores['mean']:.1f} ± {scores['std']:.1f} over {scores['episodes']} "

@@ -13,7 +13,7 @@ import torch
 
 from planet_torch.agents.base import Agent
 from planet_torch.agents.planet import PlanetAgent
-from planet_torch.config import Config
+from planet_torch.config import Config, override
 from planet_torch.envs import Env, Observation, make_env
 from planet_torch.envs.multitask import returns_per_task
 from planet_torch.envs.vector import VectorEnv
@@ -100,13 +100,20 @@ def evaluate(
     video: str | None = "mp4",
     device: str = "auto",
     workers: int = 1,
+    planner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Play ``episodes`` noise-free episodes with the latest checkpoint; write scores.json.
-    ``workers`` > 1 (PlaNet runs) plays that many episodes at once in worker processes."""
+    ``workers`` > 1 (PlaNet runs) plays that many episodes at once in worker processes.
+    ``planner``: PlaNet's planner fields changed from the run's config for this evaluation
+    (recorded in scores.json; the run's config.json stays as it trained)."""
     if episodes < 1 or workers < 1:
         raise UserError("--episodes and --workers must be >= 1")
     run = RunDir(run_dir)
     cfg = run.load_config()
+    if planner:
+        if cfg.algo != "planet":
+            raise UserError(f"--planner.* changes PlaNet's planner; {run.path} is a {cfg.algo} run")
+        cfg = override(cfg, planner=planner).validate()
     path = run.latest_checkpoint()
     torch_device = resolve_device(device)
     state = load_checkpoint(path, map_location=torch_device)
@@ -145,6 +152,8 @@ def evaluate(
         "std": float(np.std(returns)),
         "episodes": episodes,
     }
+    if planner:
+        scores["planner"] = planner
     per_task = returns_per_task(cfg.spec, seeds, returns)
     if per_task:
         scores["per_task"] = per_task

@@ -70,12 +70,16 @@ def reproduce_command(cfg: Config) -> str:
     """The ``planet train`` command of ``cfg``: the preset it differs least from, plus flags
     for every other difference (where it runs, ``device`` and ``env.workers``, left out)."""
     flat = flatten(cfg.to_dict())
+    # sections another algorithm reads: their values change nothing in this run
+    unused = {
+        "planet": ("ddpg.", "dreamer."),
+        "dreamer": ("ddpg.", "planner."),
+        "ddpg": ("dreamer.",),
+    }[cfg.algo] + ("device", "env.workers")
     best: tuple[int, str, list[str]] | None = None
     for name, base in PRESETS.items():
         base_flat = flatten(override(base, task=cfg.task, seed=cfg.seed, algo=cfg.algo).to_dict())
-        diff = sorted(
-            k for k in flat if flat[k] != base_flat.get(k) and k not in ("device", "env.workers")
-        )
+        diff = sorted(k for k in flat if flat[k] != base_flat.get(k) and not k.startswith(unused))
         if best is None or len(diff) < best[0]:
             best = (len(diff), name, diff)
     assert best is not None
@@ -132,7 +136,9 @@ def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "quiet": quiet,
         "machine": " + ".join(machines),
         "precision": " + ".join(sorted({m.get("compute_dtype", "") for m in run.machines()})),
-        "command": reproduce_command(cfg),
+        # an eval with other planner settings (planet eval --planner.*) scored this row: the
+        # command trains the same model (test episodes never train) and tests as it scored
+        "command": reproduce_command(override(cfg, planner=scores.get("planner", {}))),
     }
     curve = [
         {
