@@ -238,15 +238,16 @@ def test_eval_and_plot_on_a_run(reference, tmp_path):
     assert Path(scores["video"]).stat().st_size > 1000
     assert run_rows(reference)[0]["command"].endswith("--seed 0 --schedule.total-updates 24")
     # other planner settings for the eval only: kept in scores.json and in the row's command
-    # (the command trains the same model: test settings never train, tested below)
+    # (a test-only one in the training command: test settings never train, tested below)
     changed = ["--planner.test-imagination", "mean", "--planner.candidates", "8"]
     result = planet("eval", "--run-dir", str(reference), "--episodes", "1", *changed)
     assert result.returncode == 0, result.stderr
     scores = json.loads((reference / "scores.json").read_text())
     assert scores["planner"] == {"test_imagination": "mean", "candidates": 8}
     assert json.loads((reference / "config.json").read_text())["planner"]["candidates"] == 16
-    command = run_rows(reference)[0]["command"]
-    assert "--planner.candidates 8" in command and "--planner.test-imagination mean" in command
+    train, _, then = run_rows(reference)[0]["command"].partition(", then ")
+    assert train.endswith("--seed 0 --planner.test-imagination mean --schedule.total-updates 24")
+    assert then == "planet eval --episodes 1 --planner.candidates 8"
     out = tmp_path / "curves.png"
     result = planet("plot", str(reference), str(reference), "-o", str(out))
     assert result.returncode == 0, result.stderr

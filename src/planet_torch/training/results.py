@@ -91,6 +91,26 @@ def reproduce_command(cfg: Config) -> str:
     )
 
 
+TEST_ONLY_PLANNER = ("test_imagination", "test_noise")
+"""Planner fields only test episodes read: a run trains the same model whatever they are
+(tests/test_training.py:test_test_episodes_never_train)."""
+
+
+def _scored_command(cfg: Config, scores: dict[str, Any]) -> str:
+    """The command that reproduces a row's score. An eval with other test-only planner
+    settings (``planet eval --planner.test-imagination``) scored as a run trained with them
+    would; other planner changes are the eval's own, after the training command."""
+    changed = scores.get("planner", {})
+    test_only = {k: v for k, v in changed.items() if k in TEST_ONLY_PLANNER}
+    command = reproduce_command(override(cfg, planner=test_only))
+    eval_only = [
+        f"--planner.{k.replace('_', '-')} {v}" for k, v in changed.items() if k not in test_only
+    ]
+    if eval_only:
+        command += f", then planet eval --episodes {scores['episodes']} " + " ".join(eval_only)
+    return command
+
+
 def _flag_value(value: Any) -> str:
     if isinstance(value, list | tuple):
         return " ".join(map(str, value))
@@ -136,9 +156,7 @@ def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "quiet": quiet,
         "machine": " + ".join(machines),
         "precision": " + ".join(sorted({m.get("compute_dtype", "") for m in run.machines()})),
-        # an eval with other planner settings (planet eval --planner.*) scored this row: the
-        # command trains the same model (test episodes never train) and tests as it scored
-        "command": reproduce_command(override(cfg, planner=scores.get("planner", {}))),
+        "command": _scored_command(cfg, scores),
     }
     curve = [
         {
