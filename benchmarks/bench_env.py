@@ -45,7 +45,10 @@ def _gl_renderer() -> str:
     try:
         from OpenGL import GL
 
-        return bytes(GL.glGetString(GL.GL_RENDERER)).decode()
+        name = GL.glGetString(GL.GL_RENDERER)
+        if name is None:  # e.g. gymnasium's classic control envs draw with pygame, not OpenGL
+            return "none (no OpenGL context)"
+        return bytes(name).decode()
     except Exception as error:  # informational only; never fail the benchmark for it
         return f"unknown ({type(error).__name__})"
 
