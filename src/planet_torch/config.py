@@ -154,8 +154,11 @@ class EnvConfig:
     exact_render: bool = True
     """Render dm_control pixel-exact like ``physics.render`` (shadows, reflections), as the
     original trains on (tested equal). False: shadows and reflections off and coarser
-    spheres/capsules -- same camera and framing, ≈1 grey level apart on average, 2-3× faster
-    frames (BENCHMARKS.md); the ``cpu`` and ``debug`` presets render so."""
+    spheres/capsules -- same camera, framing and bodies; the floor and background differ
+    (mean 0.75 grey levels on cartpole and cheetah, 5-5.5 on walker, cup and finger, 25 on
+    reacher, whose floor is lit differently), 6-11× faster frames on llvmpipe
+    (benchmarks/bench_render_diff.py, docs/results/render_diff.png); the ``cpu`` and ``debug``
+    presets render so."""
     workers: int = 1
     """Environment worker processes for collection and evaluation (1 = in-process)."""
 
@@ -597,7 +600,8 @@ CPU = override(
     # do on the paper's six tasks at 100k env steps is docs/results/ (DMC-100k), the evidence
     # any change for another task has to be measured against. The horizon is in decisions (20
     # = 0.8 s of simulated time on cheetah/finger, 1 s on walker, 1.6 s on cartpole/cup/reacher).
-    # The fast renderer: 2-3× faster frames, ≈1 grey level from physics.render on average;
+    # The fast renderer: 6-11× faster frames, the same bodies, a different floor and background
+    # (0.75-25 grey levels from physics.render on average by task: EnvConfig.exact_render);
     # every cpu-preset result (BENCHMARKS.md, docs/results/) was learnt on its frames.
     env={"exact_render": False},
     data={"batch_size": 16, "chunk_length": 32},

@@ -147,8 +147,10 @@ class PixelRenderer:
     ``physics.render(size, size, camera_id)`` (the original PlaNet's render), without its
     per-call context switching. ``exact=True`` reproduces that render pixel for pixel. The default
     fast mode turns shadows and floor reflections off and tessellates round shapes more coarsely:
-    framing and geometry are unchanged, pixels differ by about 1 grey level on average, and a
-    frame is 5-10× cheaper on a CPU rasteriser (llvmpipe), where shadow maps dominate.
+    framing and bodies are unchanged; without shadows and reflections the floor and background
+    differ (mean 0.75 grey levels on cartpole/cheetah, about 5 on walker/cup/finger, 25 on
+    reacher, whose lit floor turns flat: benchmarks/bench_render_diff.py), and a frame is
+    6-11× cheaper on a CPU rasteriser (llvmpipe), where shadow maps dominate.
     """
 
     def __init__(self, model: Any, size: int, camera: int | str, exact: bool = False) -> None:
