@@ -23,6 +23,7 @@ from run_helpers import (
 
 from planet_torch.config import DEBUG, override
 from planet_torch.errors import UserError
+from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.loop import Trainer
 from planet_torch.training.results import run_rows
 
@@ -483,8 +484,10 @@ def test_test_episodes_never_train(tmp_path):
     for name, episode in episodes(runs[0], "train_episodes").items():
         other = episodes(runs[1], "train_episodes")[name]
         assert all(np.array_equal(episode[k], other[k]) for k in episode)
-    weights = [torch.load(run / "checkpoints" / "latest.pt", weights_only=False) for run in runs]
-    model = [w["world_model"]["model"] for w in weights]
+    model = [
+        load_checkpoint(run / "checkpoints" / "latest.pt")[Trainer.learner_key]["model"]
+        for run in runs
+    ]
     assert all(torch.equal(model[0][k], model[1][k]) for k in model[0])
 
 

@@ -84,7 +84,7 @@ def reproduce_command(cfg: Config) -> str:
             best = (len(diff), name, diff)
     assert best is not None
     _, name, diff = best
-    flags = [f"--{k.replace('_', '-')} {_flag_value(flat[k])}" for k in diff]
+    flags = [_flag(k, flat[k]) for k in diff]
     algo = "" if cfg.algo == "planet" else f" --algo {cfg.algo}"
     return " ".join(
         [f"planet train --task {cfg.task} --preset {name} --seed {cfg.seed}{algo}", *flags]
@@ -103,12 +103,15 @@ def _scored_command(cfg: Config, scores: dict[str, Any]) -> str:
     changed = scores.get("planner", {})
     test_only = {k: v for k, v in changed.items() if k in TEST_ONLY_PLANNER}
     command = reproduce_command(override(cfg, planner=test_only))
-    eval_only = [
-        f"--planner.{k.replace('_', '-')} {v}" for k, v in changed.items() if k not in test_only
-    ]
+    eval_only = [_flag(f"planner.{k}", v) for k, v in changed.items() if k not in test_only]
     if eval_only:
         command += f", then planet eval --episodes {scores['episodes']} " + " ".join(eval_only)
     return command
+
+
+def _flag(key: str, value: Any) -> str:
+    """``--section.field-name VALUE`` of a flattened config key, as the CLI reads it."""
+    return f"--{key.replace('_', '-')} {_flag_value(value)}"
 
 
 def _flag_value(value: Any) -> str:
