@@ -85,12 +85,27 @@ class Actor(nn.Module):
         index = best[None, ..., None].expand(1, *mean.shape)
         return torch.tanh(pre_tanh.gather(0, index)[0])
 
-    def entropy(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """A one-sample estimate of the entropy, −log p(a), averaged: a diagnostic."""
-        with torch.no_grad():
-            mean, std = self(features)
-            eps = torch.randn(mean.shape, generator=generator, device=mean.device)
-            return -self.log_prob(mean + std * eps, mean, std).mean()
+    @torch.no_grad()
+    def diagnostics(
+        self, features: Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """What the actor does at ``features`` [..., F], from one sample a = tanh(x) per row:
+
+        * ``actor_entropy``: −log p(a), averaged (a one-sample estimate of the entropy);
+        * ``actor_saturated``: the share of action dims with |a| > 0.99 (bang-bang);
+        * ``actor_tanh_slope``: the mean of tanh′(x) = 1 − a², the factor every gradient into
+          the actor passes through: about 0.16 at the init (std 5), near 0 once the actor sits
+          at ±1 and can no longer learn (the saturation seen on cartpole-swingup, docs/dreamer.md).
+        """
+        mean, std = self(features)
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device)
+        pre_tanh = mean + std * eps
+        action = torch.tanh(pre_tanh)
+        return {
+            "actor_entropy": -self.log_prob(pre_tanh, mean, std).mean(),
+            "actor_saturated": (action.abs() > 0.99).float().mean(),
+            "actor_tanh_slope": (1 - action.square()).mean(),
+        }
 
 
 class Value(nn.Module):
@@ -194,7 +209,7 @@ class DreamerLearner:
             "value": value.detach().mean(),
             "actor_grad_norm": actor_norm,
             "value_grad_norm": value_norm,
-            "actor_entropy": self.actor.entropy(features[0].detach(), generator),
+            **self.actor.diagnostics(features[0].detach(), generator),
         }
         values = torch.stack([v.float() for v in metrics.values()]).tolist()
         return dict(zip(metrics, values, strict=True))
