@@ -38,6 +38,22 @@ def test_rng_streams_resume_identically(tmp_path):
     assert (random.random(), np.random.random(), torch.rand(1).item()) == first
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a GPU machine)")
+def test_rng_streams_resume_from_a_checkpoint_mapped_onto_the_gpu(tmp_path):
+    """A run resumed with ``map_location=cuda`` (``--device cuda``) gets its RNG states as CUDA
+    tensors; torch.set_rng_state takes CPU byte tensors only (restore_rng moves them back)."""
+    torch.manual_seed(5)
+    torch.cuda.manual_seed_all(5)
+    save_checkpoint(tmp_path / "c.pt", {"rng": capture_rng()})
+    first = (torch.rand(1).item(), torch.rand(1, device="cuda").item())
+    torch.manual_seed(99)
+    torch.cuda.manual_seed_all(99)
+    state = load_checkpoint(tmp_path / "c.pt", map_location=torch.device("cuda"))
+    assert state["rng"]["torch"].is_cuda  # what the resume path hands over
+    restore_rng(state["rng"])
+    assert (torch.rand(1).item(), torch.rand(1, device="cuda").item()) == first
+
+
 def test_missing_and_corrupt_checkpoints_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="no checkpoint"):
         load_checkpoint(tmp_path / "missing.pt")

@@ -25,8 +25,9 @@ def _model(cfg: Config, action_size: int = 2, seed: int = 0) -> WorldModel:
 
 
 def _random_state(model: WorldModel, n: int) -> object:
+    """A random state [n, ...] on the model's device (drawn on the CPU: the same on any device)."""
     g = torch.Generator().manual_seed(5)
-    return model.initial_state(n).map(lambda x: x + torch.randn(x.shape, generator=g))
+    return model.initial_state(n).map(lambda x: x + torch.randn(x.shape, generator=g).to(x.device))
 
 
 def test_fast_objective_is_the_world_models_imagine_return() -> None:

@@ -60,7 +60,7 @@ def test_debug_run_writes_everything(reference):
     assert [r["updates"] for r in tests] == [6, 12, 18, 24]
     assert all(math.isfinite(r["test/image_nll"]) for r in tests)
     updates = [r["updates"] for r in records if "train/total" in r]
-    assert updates == sorted(set(updates)) and updates[-1] == 24  # no gaps in order, no dupes
+    assert updates == list(range(1, 25))  # debug logs every update: no gaps, no duplicates
     raw = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
     assert all({"env_steps", "updates", "wall_seconds"} <= r.keys() for r in raw)
 
@@ -260,7 +260,10 @@ def test_eval_with_workers_plans_for_all_envs_at_once(reference):
     result = planet("eval", "--run-dir", str(reference), "--episodes", "3", "--workers", "2")
     assert result.returncode == 0, result.stderr
     scores = json.loads((reference / "scores.json").read_text())
-    assert len(scores["returns"]) == 3 and all(0 <= r <= 80 for r in scores["returns"])
+    # The path runs end to end; what batching computes is tested where it is built:
+    # test_planning.py (one CEM call plans for a batch of envs, each belief its own env's) and
+    # test_vector.py (worker envs play the episodes single envs play for the same seeds).
+    assert len(scores["returns"]) == 3 and all(math.isfinite(r) for r in scores["returns"])
     assert result.stdout.count("eval episode") == 3
 
 
