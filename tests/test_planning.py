@@ -106,10 +106,13 @@ def test_bfloat16_planning_ranks_candidates_like_float32() -> None:
     fp32 = LatentObjective(model, torch.float32)(state, actions, torch.Generator().manual_seed(0))
     bf16 = LatentObjective(model, torch.bfloat16)(state, actions, torch.Generator().manual_seed(0))
     assert bf16.dtype == torch.float32
+    # Measured with this setting on 8 model/state seeds (Zen 4, avx512_bf16, 2026-12-02):
+    # top-50 overlap 48-50, max |diff| 0.026-0.032 std. Bounds at 2.5x both: at most 5 of
+    # the top 50 swapped, 0.08 std.
     top32 = set(fp32.topk(50).indices.tolist())
     top16 = set(bf16.topk(50).indices.tolist())
     assert len(top32 & top16) >= 45, len(top32 & top16)
-    assert (fp32 - bf16).abs().max() < 0.05 * fp32.std()
+    assert (fp32 - bf16).abs().max() < 0.08 * fp32.std()
 
 
 def test_dtype_choice() -> None:
