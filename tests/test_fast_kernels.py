@@ -105,12 +105,15 @@ def test_fast_layer_is_the_torch_layer(
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y1, y2 = fast(x1), ref(x2)
     assert y1.dtype == y2.dtype == torch.bfloat16
-    torch.testing.assert_close(y1.float(), y2.float(), rtol=0.02, atol=0.05)
+    # bf16 bounds: the worst element of each layer used at most 11 % (outputs) and 5 %
+    # (gradients) of the earlier (0.02, 0.05) / (0.02, 0.1) on Zen 4 with avx512_bf16
+    # (2026-12-02; im2col layers match exactly), so about 4x headroom at these:
+    torch.testing.assert_close(y1.float(), y2.float(), rtol=0.01, atol=0.02)
     y1.float().backward(g)
     y2.float().backward(g)
     assert fast.weight.grad.dtype == torch.float32
-    torch.testing.assert_close(x1.grad, x2.grad, rtol=0.02, atol=0.1)
-    assert_grads_close(fast, ref, rtol=0.02, atol=0.1)
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=0.01, atol=0.02)
+    assert_grads_close(fast, ref, rtol=0.01, atol=0.02)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,7 +139,9 @@ def test_fast_encoder_and_decoder_are_the_plain_ones(dtype: torch.dtype) -> None
         pairs.append((plain, fast))
     image = torch.rand(2, 3, 3, 64, 64, generator=gen(1)) - 0.5  # [T, B, 3, 64, 64]
     feature = torch.randn(2, 3, features, generator=gen(2))
-    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 0.03, "atol": 0.1}
+    # bf16: the worst element used 7 % of the earlier (0.03, 0.1) on Zen 4 with avx512_bf16
+    # (2026-12-02): about 4x headroom at (0.01, 0.03).
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 0.01, "atol": 0.03}
     for (plain, fast), x in zip(pairs, (image, feature), strict=True):
         with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
             y_plain, y_fast = plain(x), fast(x)
@@ -241,7 +246,9 @@ def test_fast_world_model_is_the_plain_one(dtype: torch.dtype) -> None:
         assert terms_f[name].item() == pytest.approx(terms_p[name].item(), rel=rel, abs=1e-5), name
     total_p.backward()
     total_f.backward()
-    tol = {"rtol": 1e-3, "atol": 1e-3} if dtype == torch.float32 else {"rtol": 0.05, "atol": 0.05}
+    # bf16: the worst gradient element used 0.9 % of the earlier (0.05, 0.05) on Zen 4 with
+    # avx512_bf16 (2026-12-02): about 10x headroom at (0.005, 0.005).
+    tol = {"rtol": 1e-3, "atol": 1e-3} if dtype == torch.float32 else {"rtol": 5e-3, "atol": 5e-3}
     assert_grads_close(fast_model, plain, **tol)
 
 
