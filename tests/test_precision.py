@@ -17,12 +17,13 @@ from planet_torch.models import WorldModelTrainer
 def test_bfloat16_losses_and_gradients_match_float32() -> None:
     """``model.compute_dtype = "bfloat16"`` changes the arithmetic, not the function: on a model
     trained a little, the loss terms are within 0.1 % of float32's (KL 0.5 %) and the gradient
-    points the same way (cosine > 0.999; per layer > 0.99).
+    points the same way (cosine > 1 − 1e-5; per layer > 0.99).
 
     Headroom, measured on a Zen 4 (avx512_bf16), relative error image / reward / KL: this tiny
-    model 1.0e-5 / 1.2e-5 / 1.0e-3, per-layer cosine ≥ 0.9975; the cpu preset's sizes 1.0e-6 /
-    2.4e-6 / 2.9e-4; paper sizes (3 updates) 9.3e-6 / 4.4e-7 / 7.7e-4. The bounds are ≥ 5× the
-    worst of these (KL: 5e-3 against 1.0e-3; per layer: 0.01 against 0.0025)."""
+    model 1.0e-5 / 1.2e-5 / 1.0e-3, per-layer cosine ≥ 0.9975 (0.9987 on 2026-12-02), whole
+    gradient 1 − cosine 1.4e-6; the cpu preset's sizes 1.0e-6 / 2.4e-6 / 2.9e-4; paper sizes
+    (3 updates) 9.3e-6 / 4.4e-7 / 7.7e-4. The bounds are 4-7× the worst of these (KL: 5e-3
+    against 1.0e-3; per layer: 0.01 against 0.0025; whole: 1e-5 against 1.4e-6)."""
     cfg = tiny(model={"cnn_depth": 8})
     fp32 = make(cfg)
     trainer = WorldModelTrainer(fp32)
@@ -41,7 +42,7 @@ def test_bfloat16_losses_and_gradients_match_float32() -> None:
     pairs = [(a.grad, b.grad) for a, b in zip(fp32.parameters(), bf16.parameters(), strict=True)]
     pairs = [(a.flatten(), b.flatten()) for a, b in pairs if a is not None and b is not None]
     flat32, flat16 = torch.cat([a for a, _ in pairs]), torch.cat([b for _, b in pairs])
-    assert F.cosine_similarity(flat32, flat16, dim=0) > 0.999
+    assert F.cosine_similarity(flat32, flat16, dim=0) > 1 - 1e-5
     assert min(F.cosine_similarity(a, b, dim=0).item() for a, b in pairs) > 0.99
 
 
