@@ -519,6 +519,25 @@ def test_max_hours_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):
     assert resumed["updates"] == 24 and resumed["finished"]
     updates = [m["updates"] for m in metrics(tmp_path / "run")]
     assert updates == sorted(updates)  # one run, continued: no record repeated or lost order
+    # It learns what the uninterrupted run learns: the stop adds a test phase (test episodes
+    # never train), so the train episodes and every update's losses are the same.
+    Trainer(cfg, tmp_path / "whole", progress=False).train()
+    ea, eb = (
+        episodes(tmp_path / "run", "train_episodes"),
+        episodes(tmp_path / "whole", "train_episodes"),
+    )
+    assert ea.keys() == eb.keys()
+    for name in ea:
+        assert all(np.array_equal(ea[name][k], eb[name][k]) for k in ea[name]), name
+
+    def losses(run: Path) -> list[dict]:
+        return [
+            {k: v for k, v in m.items() if k.startswith("train/") and k != "train/return"}
+            for m in metrics(run)
+            if "train/total" in m
+        ]
+
+    assert losses(tmp_path / "run") == losses(tmp_path / "whole")
 
 
 def test_cost_line_does_not_time_the_warm_up_update(tmp_path, capsys):
