@@ -56,14 +56,19 @@ def episodes(run: Path, split: str) -> dict[str, dict[str, np.ndarray]]:
     return out
 
 
+def assert_same_episodes(a: Path, b: Path, split: str) -> None:
+    """The same episode files in ``split`` of runs ``a`` and ``b``, array for array."""
+    ea, eb = episodes(a, split), episodes(b, split)
+    assert ea.keys() == eb.keys(), split
+    for name in ea:
+        for key in ea[name]:
+            assert np.array_equal(ea[name][key], eb[name][key]), (split, name, key)
+
+
 def assert_same_run(a: Path, b: Path) -> None:
     assert metrics(a) == metrics(b)
     for split in ("train_episodes", "test_episodes"):
-        ea, eb = episodes(a, split), episodes(b, split)
-        assert ea.keys() == eb.keys(), split
-        for name in ea:
-            for key in ea[name]:
-                assert np.array_equal(ea[name][key], eb[name][key]), (split, name, key)
+        assert_same_episodes(a, b, split)
     assert not list(b.rglob(".*.tmp")), "a temp file was left behind"
 
 

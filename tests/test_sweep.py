@@ -92,7 +92,7 @@ def test_sweep_runs_trials_skips_finished_ones_and_reports_a_failed_one(tmp_path
         assert was_there or not path.exists(), f"Ray wrote {path}"
     # ... and where it wrote instead: its session files and auth token in the sweep folder
     assert list((sweep / "ray").glob("session_*")), sorted((sweep / "ray").iterdir())
-    assert any(p.is_file() and "token" in p.name for p in (sweep / "ray").iterdir())
+    assert (sweep / "ray" / "auth_token").is_file()
     links = [
         p for p in Path("/tmp").glob("planet-ray-*") if str(p.readlink()).startswith(str(sweep))
     ]

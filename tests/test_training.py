@@ -8,12 +8,11 @@ import signal
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from run_helpers import (
+    assert_same_episodes,
     assert_same_run,
-    episodes,
     kill_once_written,
     metrics,
     planet,
@@ -488,9 +487,7 @@ def test_test_episodes_never_train(tmp_path):
         for run in runs
     ]
     assert train[0] == train[1]
-    for name, episode in episodes(runs[0], "train_episodes").items():
-        other = episodes(runs[1], "train_episodes")[name]
-        assert all(np.array_equal(episode[k], other[k]) for k in episode)
+    assert_same_episodes(runs[0], runs[1], "train_episodes")
     model = [
         load_checkpoint(run / "checkpoints" / "latest.pt")[Trainer.learner_key]["model"]
         for run in runs
@@ -522,13 +519,7 @@ def test_max_hours_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):
     # It learns what the uninterrupted run learns: the stop adds a test phase (test episodes
     # never train), so the train episodes and every update's losses are the same.
     Trainer(cfg, tmp_path / "whole", progress=False).train()
-    ea, eb = (
-        episodes(tmp_path / "run", "train_episodes"),
-        episodes(tmp_path / "whole", "train_episodes"),
-    )
-    assert ea.keys() == eb.keys()
-    for name in ea:
-        assert all(np.array_equal(ea[name][k], eb[name][k]) for k in ea[name]), name
+    assert_same_episodes(tmp_path / "run", tmp_path / "whole", "train_episodes")
 
     def losses(run: Path) -> list[dict]:
         return [
