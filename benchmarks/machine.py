@@ -40,12 +40,21 @@ def matmul_ceiling_gflops(
     CPUs).
 
     The best of several timed batches over about ``seconds``: a ceiling, not an average, so that
-    other benchmarks can state what fraction of the machine they use.
+    other benchmarks can state what fraction of the machine they use. Where one call of 512² takes
+    more than ``seconds`` / 50 the size stays 512: on CPUs without bf16 instructions (AVX2-only
+    EPYC: 1.3 GFLOP/s at 512², 0.3 at 2048², against 168 in fp32) a 4096² bf16 call would take
+    eight minutes, and a ceiling that slow says all it needs to at 512².
     """
     previous = torch.get_num_threads()
     torch.set_num_threads(threads or os.cpu_count() or 1)
     try:
         generator = torch.Generator().manual_seed(0)
+        probe = torch.ones(512, 512, dtype=dtype)
+        torch.matmul(probe, probe)  # the first call pays for thread start-up and kernel JIT
+        start = time.perf_counter()
+        torch.matmul(probe, probe)
+        if time.perf_counter() - start > seconds / 50:
+            size = min(size, 512)
         a = torch.randn(size, size, generator=generator).to(dtype)
         b = torch.randn(size, size, generator=generator).to(dtype)
         out = torch.empty(size, size, dtype=dtype)
