@@ -308,6 +308,7 @@ def main() -> None:
 
     sys.path.insert(0, str(HERE))
     from machine import (
+        bf16_slower,
         ceiling_line,
         fraction_of_ceiling,
         machine_info,
@@ -323,9 +324,13 @@ def main() -> None:
         f"{machine['cpu_model']} ({' '.join(machine['cpu_flags'])}); {ceiling_line(ceilings)}",
         file=log,
     )
+    variants = args.variants
+    if bf16_slower(ceilings):
+        print("bf16 variants skipped: bf16 matmul is slower than fp32 here", file=log)
+        variants = [variant for variant in variants if "bf16" not in variant.split("+")]
     for preset in args.presets:
         fast: dict[str, Any] | None = None
-        for variant in args.variants:
+        for variant in variants:
             command = [sys.executable, __file__, "--child", preset, variant]
             command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
             run = run_child_json(command, f"{preset:>5} {variant:<15}", log)

@@ -301,7 +301,7 @@ def main() -> None:
         raise SystemExit(f"{KAIXHIN_DIR}/models.py missing: see this script's docstring")
 
     sys.path.insert(0, str(HERE))
-    from machine import ceiling_line, fraction_of_ceiling, run_child_json
+    from machine import bf16_slower, ceiling_line, fraction_of_ceiling, run_child_json
 
     report: dict[str, Any] = {"device": args.device, **_ceiling(args.device), "jobs": {}}
     ceilings = report["matmul_gflops"]
@@ -310,9 +310,7 @@ def main() -> None:
     for job in args.jobs:
         results: dict[str, Any] = {}
         impls = IMPLS if args.device == "cpu" else ("ours_nograph", *IMPLS)
-        if ceilings["bfloat16"] < ceilings["float32"]:
-            # bf16 slower than fp32 (no bf16 instructions): `auto` never picks it here, and at
-            # paper size the emulated kernels would take hours.
+        if bf16_slower(ceilings):
             print(f"{job:>5} bf16 variants skipped: bf16 matmul is slower than fp32 here", file=log)
             impls = tuple(impl for impl in impls if not impl.endswith("bf16"))
         for impl in impls:

@@ -19,6 +19,7 @@ import torch
 from planet_torch.machine import machine_info
 
 __all__ = [
+    "bf16_slower",
     "ceiling_line",
     "fraction_of_ceiling",
     "machine_info",
@@ -83,6 +84,13 @@ def fraction_of_ceiling(gflops: float, precision: str, ceilings: dict[str, float
     """``gflops`` over the ceiling of the precision the timing ran in (bf16 work against the bf16
     ceiling: dividing it by fp32's reads as more than 100 % on bf16-fast CPUs)."""
     return gflops / ceilings[precision]
+
+
+def bf16_slower(ceilings: dict[str, float]) -> bool:
+    """True where bf16 matmul is slower than fp32 (no bf16 instructions): ``auto`` never picks
+    bf16 there, and the emulated kernels would take hours at paper size, so benchmarks skip their
+    bf16 variants."""
+    return ceilings["bfloat16"] < ceilings["float32"]
 
 
 def ceiling_line(ceilings: dict[str, float]) -> str:
