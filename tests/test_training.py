@@ -110,9 +110,10 @@ def test_kill_9_then_resume_continues_exactly(algo, request, tmp_path):
 
 
 def test_one_writer_per_run_folder(tmp_path):
-    """A second writer on a live run (train --resume, a new train, collect) refuses in one line
-    naming the holder's PID and never touches the folder; a reader (plot) works on the live run;
-    the holder's kill -9 leaves no stale lock: --resume then continues it."""
+    """A second writer on a live run (train --resume, a new train, collect, a sweep trial) refuses
+    in one line naming the holder's PID and never touches the folder; readers (plot, eval,
+    inspect) work on the live run; the holder's kill -9 leaves no stale lock: --resume then
+    continues it."""
     from test_cli import assert_one_line_error
 
     run = tmp_path / "live"
@@ -126,12 +127,32 @@ def test_one_writer_per_run_folder(tmp_path):
         assert_one_line_error(planet(*TRAIN, "--run-dir", str(run)), live)
         collect = ["collect", "--preset", "debug", "--task", "cartpole-balance"]
         assert_one_line_error(planet(*collect, "--run-dir", str(run)), live)
+        # a sweep trial on the live folder (what a Ray worker runs) refuses the same way
+        from planet_torch.errors import UserError
+        from planet_torch.sweep import run_trial
+
+        trial_config = json.loads((run / "config.json").read_text())
+        with pytest.raises(UserError, match=live):
+            run_trial(
+                trial_config, str(run), str(tmp_path / "trial.log"), threads=torch.get_num_threads()
+            )
         assert not (run / "videos" / "random_episode.mp4").exists()
         written = {p.name for p in (run / "train_episodes").iterdir()}
         assert set(before) <= written  # only the holder's own new episodes, in order
         assert sorted(written) == [f"{i:06d}-len10.npz" for i in range(len(written))]
-        plot = planet("plot", str(run), "-o", str(tmp_path / "live.png"))  # a reader
+        # readers work on the live run: plot, eval (once a checkpoint exists), inspect
+        plot = planet("plot", str(run), "-o", str(tmp_path / "live.png"))
         assert plot.returncode == 0, plot.stderr
+        assert wait_for(lambda: (run / "checkpoints" / "latest.pt").exists(), holder)
+        # in this process, the functions `planet eval` and `planet inspect` call
+        from planet_torch.training.evaluate import evaluate
+        from planet_torch.training.inspection import inspect_run
+
+        assert math.isfinite(evaluate(run, episodes=1, video=None)["mean"])
+        report = inspect_run(
+            run, output=tmp_path / "inspect", horizon=4, planner_steps=(0,), sim_candidates=8
+        )
+        assert report.exists() and (report.parent / "planner_0000.png").exists()
         assert holder.poll() is None  # the first run was never disturbed
     finally:
         holder.send_signal(signal.SIGKILL)
