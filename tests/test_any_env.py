@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import assert_one_line_error, planet
 
 from planet_torch.config import DEBUG, PAPER, Config, override, task_slug, task_spec
 from planet_torch.envs import make_env
@@ -97,13 +96,6 @@ def gym_without_pictures(seed: int):
     import gymnasium
 
     return gymnasium.make("Pendulum-v1")  # render_mode None
-
-
-def test_a_bad_task_fails_in_one_line_before_any_folder_exists(tmp_path: Path) -> None:
-    run = tmp_path / "run"
-    result = planet("train", "--preset", "debug", "--task", "dmc:walker-rnu", "--run-dir", str(run))
-    assert_one_line_error(result, "did you mean dmc:walker-run")
-    assert not run.exists()
 
 
 def test_the_example_env_trains_through_the_api_and_acts(tmp_path: Path, monkeypatch) -> None:

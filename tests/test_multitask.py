@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import assert_one_line_error, planet
+from test_cli import planet
 
 from planet_torch.config import DEBUG, override, task_spec
 from planet_torch.envs import make_env
@@ -137,14 +137,6 @@ def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path, single_task_e
     assert "cartpole-balance: mean return" in result.stdout
     result = planet("inspect", "--run-dir", str(run), "--sim-candidates", "8")
     assert result.returncode == 0 and "RuntimeWarning" not in result.stderr, result.stderr[-2000:]
-
-
-def test_mixed_action_repeats_are_a_one_line_error(tmp_path: Path) -> None:
-    result = planet(
-        "train", "--preset", "debug", "--task", "cartpole-balance+walker-walk",
-        "--run-dir", str(tmp_path / "r"),
-    )  # fmt: skip
-    assert_one_line_error(result, "--env.action-repeat", "walker-walk 2")
 
 
 def test_multi_task_run_stopped_and_resumed_equals_the_uninterrupted_one(tmp_path: Path) -> None:

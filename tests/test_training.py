@@ -128,7 +128,6 @@ def test_one_writer_per_run_folder(tmp_path):
         collect = ["collect", "--preset", "debug", "--task", "cartpole-balance"]
         assert_one_line_error(planet(*collect, "--run-dir", str(run)), live)
         # a sweep trial on the live folder (what a Ray worker runs) refuses the same way
-        from planet_torch.errors import UserError
         from planet_torch.sweep import run_trial
 
         trial_config = json.loads((run / "config.json").read_text())
@@ -310,89 +309,6 @@ def test_inspect_writes_a_report_of_real_figures(reference, tmp_path):
     numbers = json.loads(report.split("<pre>")[1].split("</pre>")[0].replace("&quot;", '"'))
     assert len(numbers["state_r2"]) == 5 and len(numbers["kl_per_dim"]) == 4  # cartpole, debug
     assert "true-simulator planner" in report  # cartpole is a dm_control task: shown beside
-
-
-@pytest.fixture(scope="module")
-def ddpg_run(tmp_path_factory) -> Path:
-    from planet_torch.training.ddpg_loop import DDPGTrainer
-
-    run = tmp_path_factory.mktemp("ddpg") / "run"
-    cfg = override(DEBUG, algo="ddpg", task="cartpole-balance", schedule={"total_updates": 3})
-    DDPGTrainer(cfg, run, progress=False).train()
-    return run
-
-
-def _collected(tmp: Path) -> Path:
-    """A run folder with episodes but no checkpoint yet."""
-    run = tmp / "collected"
-    args = ["collect", "--preset", "debug", "--task", "cartpole-balance", "--episodes", "1"]
-    assert (
-        planet(*args, "--test-episodes", "0", "--no-video", "--run-dir", str(run)).returncode == 0
-    )
-    return run
-
-
-def _junk_checkpoint(tmp: Path) -> Path:
-    (tmp / "junk.pt").write_bytes(b"not a checkpoint")
-    return tmp / "junk.pt"
-
-
-# A user's mistakes with a trained run beside them: (args with {ref} the PlaNet run, {ddpg} a
-# DDPG run, {tmp} a fresh folder; what the one-line error must say). Each: exit 2, one line,
-# no traceback, nothing written.
-USER_ERRORS = {
-    "resume with another config": (
-        "train --resume --run-dir {ref} --model.belief-size 7",
-        "another config",
-    ),
-    "train into an existing run": ("train --preset debug --run-dir {ref}", "--resume"),
-    "resume nothing": ("train --resume --run-dir {tmp}/none", "not a run folder"),
-    "unknown algorithm": ("train --algo dqn --preset debug --run-dir {tmp}/a", "'dqn'"),
-    "cuda without cuda": ("train --preset debug --device cuda --run-dir {tmp}/c", "CUDA"),
-    "eval a non-run": ("eval --run-dir {tmp}", "not a run folder"),
-    "eval before training": ("eval --run-dir {collected}", "no checkpoint yet"),
-    "inspect a DDPG run": ("inspect --run-dir {ddpg}", "explains PlaNet runs"),
-    "inspect a foreign checkpoint": (
-        "inspect --run-dir {ref} --checkpoint {ddpg}/checkpoints/latest.pt",
-        "holds no PlaNet world model",
-    ),
-    "inspect a junk checkpoint": ("inspect --run-dir {ref} --checkpoint {junk}", "unreadable"),
-    "eval with an impossible planner": (
-        "eval --run-dir {ref} --planner.top-k 999",
-        "planner.top-k must be in 1..planner.candidates",
-    ),
-    "eval a DDPG run with a planner": (
-        "eval --run-dir {ddpg} --planner.horizon 5",
-        "is a ddpg run",
-    ),
-    "plot a metric never logged": ("plot {ref} --metric test/nothing -o {tmp}/p.png", "no 'test/"),
-}
-
-
-@pytest.mark.parametrize("case", USER_ERRORS)
-def test_user_errors(case, reference, ddpg_run, tmp_path):
-    if case == "cuda without cuda":
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("CUDA is here: --device cuda is no mistake on this machine")
-    template, needle = USER_ERRORS[case]
-    paths = {"ref": reference, "ddpg": ddpg_run, "tmp": tmp_path}
-    if "{collected}" in template:
-        paths["collected"] = _collected(tmp_path)
-    if "{junk}" in template:
-        paths["junk"] = _junk_checkpoint(tmp_path)
-
-    def written() -> list[list[Path]]:  # every file and folder the command could touch
-        return [sorted(root.rglob("*")) for root in (reference, ddpg_run, tmp_path)]
-
-    before = written()
-    result = planet(*template.format(**paths).split())
-    assert result.returncode == 2, (case, result.stdout, result.stderr)
-    assert "Traceback" not in result.stderr and needle in result.stderr, (case, result.stderr)
-    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    # nothing written: not into the trained runs, and no new run folder, plot or lock file
-    assert written() == before, case
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

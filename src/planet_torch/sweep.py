@@ -223,8 +223,7 @@ def ray_session(sweep_dir: Path, address: str | None, num_cpus: int | None) -> I
             _temp_dir=str(temp_dir),
         )
     else:
-        _check_reachable(address)
-        kwargs["address"] = address
+        kwargs["address"] = address  # reachable: Sweep checked it before writing anything
     try:
         with _environ(**env):
             try:
@@ -265,6 +264,8 @@ class Sweep:
     def __init__(self, sweep_dir: Path, trials: Sequence[Trial], options: SweepOptions) -> None:
         if options.retries < 0 or options.cpus_per_trial <= 0 or options.gpus_per_trial < 0:
             raise UserError("--retries must be >= 0, --cpus-per-trial > 0, --gpus-per-trial >= 0")
+        if options.address is not None:  # before the sweep folder exists: a typo writes nothing
+            _check_reachable(options.address)
         self.dir = sweep_dir
         self.trials = list(trials)
         self.options = options
