@@ -86,29 +86,37 @@ def test_overshooting_equals_a_hand_written_loop(first: int) -> None:
     """Distances first..3 against one open-loop rollout per start row, written out: the prior
     started before row j (zero state for j = 0, else q_{j-1}) and stepped d times with the
     actions of rows j..j+d-1 is compared with q_{j+d-1}; clamped KL, mean over valid entries.
-    Means only (``mean_only``), so both sides draw no noise and must agree exactly."""
+    The reward term likewise: the reward head on each such prior against the reward of row
+    j + d - 1, -log N(r; r̂, 1) written out. Means only (``mean_only``), so both sides draw no
+    noise and must agree exactly."""
     D, free = 3, 0.1
-    cfg = tiny(model={"mean_only": True}, loss={"free_nats": free})
+    loss = {"free_nats": free, "overshooting_reward_scale": 1.0}
+    cfg = tiny(model={"mean_only": True}, loss=loss)
     model = make(cfg)
     batch = blob_batch()
     g = gen(0)
     embed = model.encoder(preprocess(batch["image"], 5, g))
     post, _ = model.rssm.observe(embed, batch["action"], generator=g)
-    kl, _ = model.overshooting(post, batch["action"], batch["reward"], D, first=first)
+    kl, reward_nll = model.overshooting(post, batch["action"], batch["reward"], D, first=first)
     T, B = batch["action"].shape[:2]
-    terms = []
+    kl_terms, reward_terms = [], []
     for j in range(T):
         zero = model.rssm.initial_state(B, batch["action"].device)
         state = zero if j == 0 else post.map(lambda x, j=j: x[j - 1])
         for d in range(1, D + 1):
-            if j + d - 1 >= T:
+            t = j + d - 1  # the row this rollout reaches after d steps
+            if t >= T:
                 break
-            state = model.rssm.img_step(state, batch["action"][j + d - 1])
+            state = model.rssm.img_step(state, batch["action"][t])
             if d >= first:
-                target = post.map(lambda x, t=j + d - 1: x[t])
-                terms.append((model.rssm.kl(target, state) - free).clamp(min=0.0))
-    expected = torch.cat(terms).mean()
-    assert kl.item() == pytest.approx(expected.item(), rel=1e-5)
+                target = post.map(lambda x, t=t: x[t])
+                kl_terms.append((model.rssm.kl(target, state) - free).clamp(min=0.0))
+                predicted = model.reward_head(model.rssm.features(state))
+                error = batch["reward"][t] - predicted
+                reward_terms.append(0.5 * error**2 + 0.5 * math.log(2 * math.pi))
+    assert kl.item() == pytest.approx(torch.cat(kl_terms).mean().item(), rel=1e-5)
+    assert reward_nll is not None
+    assert reward_nll.item() == pytest.approx(torch.cat(reward_terms).mean().item(), rel=1e-5)
 
 
 def test_overshooting_targets_get_no_gradient() -> None:
