@@ -214,8 +214,7 @@ class BaseTrainer(abc.ABC):
         # The first update of a process is warm-up (allocation, kernel selection): up to 15x a
         # later one on a 2-core CPU (4.5 s against 0.30 s, cpu preset, bf16 convs), so it is not
         # timed, and the cost line waits for a few timed updates of this process.
-        self._untimed_update_at = self.counters.updates + 1
-        self._cost_probe_at = self.counters.updates + 6
+        self._updates_before_this_process = self.counters.updates
         self._bar: Progress | None = None
         self._task: TaskID | None = None
 
@@ -394,14 +393,15 @@ class BaseTrainer(abc.ABC):
                 "(try a lower learning rate)"
             )
         self.counters.updates += 1
-        if self.counters.updates != self._untimed_update_at:
+        in_this_process = self.counters.updates - self._updates_before_this_process
+        if in_this_process > 1:  # the first is warm-up
             self.seconds_per_update = (
                 seconds
                 if math.isnan(self.seconds_per_update)
                 else 0.9 * self.seconds_per_update + 0.1 * seconds
             )
         self._advance_progress()
-        if self.counters.updates == self._cost_probe_at:
+        if in_this_process == 6:  # after five timed updates
             self._print_cost_line()
         log_every = max(1, self.cfg.schedule.test_every_updates // 20)
         if self.counters.updates % log_every == 0:
