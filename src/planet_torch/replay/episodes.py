@@ -216,7 +216,8 @@ class EpisodeDir:
         """Final episode files sorted by index (not opened); warns once about leftover temp files."""
         if self.path.is_dir():
             for path in self.path.glob(".*.tmp"):
-                self._warn(path, f"ignoring {path}, left over from an interrupted save")
+                why = "an unfinished save (interrupted, or a live run writing it now)"
+                self._warn(path, f"ignoring {path}, {why}")
         return [p for _, _, p in self._scan()]
 
     def __len__(self) -> int:
