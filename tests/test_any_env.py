@@ -43,6 +43,10 @@ def test_task_names_of_every_form() -> None:
     cup = task_spec("dmc:ball_in_cup-catch")  # in the table: its action repeat and reference
     assert (cup.env_id, cup.action_repeat, cup.paper_score) == ("ball_in_cup/catch", 4, 930.0)
     assert task_spec("gym:Pendulum-v1").action_repeat == 1
+    # a gymnasium env's episode is its own registered time limit, 1000 where it has none
+    assert task_spec("gym:Pendulum-v1").episode_env_steps == 200
+    assert task_spec("gym:MountainCarContinuous-v0").episode_env_steps == 999
+    assert _cfg("gym:Pendulum-v1", episode_env_steps=50).episode_env_steps == 50  # overridable
     assert task_spec("py:examples.custom_env:make").suite == "py"
     assert _cfg("dmc:pendulum-swingup", action_repeat=3).action_repeat == 3  # overridable
     assert task_slug("dmc:walker-run") == "dmc_walker-run"

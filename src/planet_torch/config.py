@@ -108,12 +108,24 @@ def task_spec(name: str) -> TaskSpec:
         for known in _TASK_LIST:
             if known.suite == "gym" and known.env_id == rest:
                 return dataclasses.replace(known, name=name)
-        return TaskSpec(name, "gym", rest, DEFAULT_ACTION_REPEAT["gym"])
+        return TaskSpec(name, "gym", rest, DEFAULT_ACTION_REPEAT["gym"], _gym_time_limit(rest))
     if colon and suite == "py":
         if rest.count(":") != 1 or not all(rest.split(":")):
             raise UserError(f"task {name!r}: name a factory as py:package.module:function")
         return TaskSpec(name, "py", rest, DEFAULT_ACTION_REPEAT["py"])
     raise UserError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}, or {TASK_FORMS}")
+
+
+def _gym_time_limit(env_id: str) -> int:
+    """The env's own registered episode length in env steps (Pendulum-v1: 200), the one its
+    users know; 1000 where it registers none, or where the id is unknown (envs/ reports that)."""
+    try:
+        import gymnasium  # a registry lookup: no env is built
+
+        steps = gymnasium.spec(env_id).max_episode_steps
+    except Exception:  # any failure here is reported where the env is built
+        return 1000
+    return int(steps) if steps else 1000
 
 
 def task_slug(name: str) -> str:
@@ -146,7 +158,8 @@ class EnvConfig:
     action_repeat: int | None = None
     """Env steps per policy step; None = the task's paper value (task table)."""
     episode_env_steps: int | None = None
-    """Episode length in env steps; None = the task's value (1000 for dm_control)."""
+    """Episode length in env steps; None = the task's value (1000 for dm_control, a gymnasium
+    env's own registered time limit)."""
     image_size: int = 64
     """Rendered square image side in pixels (the original renders 64×64 directly, no resize)."""
     camera_id: int = 0
