@@ -177,36 +177,23 @@ def _count_flops(model: Any, batch: dict[str, Any]) -> float:
     return float(counter.get_total_flops())
 
 
-def _machine_busy_seconds() -> float:
-    """CPU seconds all processes have used (/proc/stat), or our own where that is missing."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(v) for v in f.readline().split()[1:]]
-    except OSError:
-        return _own_seconds()
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def clean_timings(
     fn: Callable[[], object], repeats: int, max_tries: int, tolerance: float = 0.05
 ) -> tuple[list[float], list[float]]:
     """Wall seconds of up to ``repeats`` calls during which other processes used less than
     ``tolerance`` of the machine's CPUs (trying up to ``max_tries`` calls), and of the calls
     that overlapped with busy periods."""
+    from planet_torch.machine import cpu_sample, others_cpus
+
     cpus = os.cpu_count() or 1
     kept: list[float] = []
     busy: list[float] = []
     for _ in range(max_tries):
-        start_busy, start_own, start = _machine_busy_seconds(), _own_seconds(), time.perf_counter()
+        sample, start = cpu_sample(), time.perf_counter()
         fn()
         wall = time.perf_counter() - start
-        others = (_machine_busy_seconds() - start_busy) - (_own_seconds() - start_own)
-        (kept if others < tolerance * wall * cpus else busy).append(wall)
+        others = others_cpus(sample, cpu_sample())  # NaN where not measurable: kept
+        (busy if others >= tolerance * cpus else kept).append(wall)
         if len(kept) == repeats:
             break
     return kept, busy

@@ -32,6 +32,8 @@ def test_paper_preset_is_the_original():
     p = PAPER.planner
     assert (p.horizon, p.candidates, p.top_k, p.iterations) == (12, 1000, 100, 10)
     assert (p.train_noise, p.test_noise, p.warm_start) == (0.3, 0.0, False)
+    # The original rolls one prior *sample* trajectory per candidate, in training and test.
+    assert (p.imagination, p.test_imagination) == ("sample", "sample")
     s = PAPER.schedule
     assert (s.seed_episodes, s.test_seed_episodes) == (5, 5)
     assert (s.collect_every_updates, s.test_every_updates, s.test_batches, s.test_episodes) == (

@@ -119,6 +119,23 @@ def test_overshooting_equals_a_hand_written_loop(first: int) -> None:
     assert reward_nll.item() == pytest.approx(torch.cat(reward_terms).mean().item(), rel=1e-5)
 
 
+def test_overshooting_rolls_prior_samples_as_the_original() -> None:
+    """The open-loop rollouts step on sampled states, one draw per step (the original's
+    ``sample`` of each prior): the same generator gives the same loss, another draws another.
+    A rollout on means would give the same value for every generator."""
+    cfg = tiny(loss={"free_nats": 0.0})
+    model = make(cfg)
+    batch = blob_batch()
+    embed = model.encoder(preprocess(batch["image"], 5, gen(0)))
+    post, _ = model.rssm.observe(embed, batch["action"], generator=gen(0))
+
+    def kl(seed: int) -> float:
+        return model.overshooting(post, batch["action"], batch["reward"], 3, gen(seed))[0].item()
+
+    assert kl(1) == kl(1)
+    assert kl(1) != kl(2)
+
+
 def test_overshooting_targets_get_no_gradient() -> None:
     """Only the open-loop priors are pulled towards the posterior targets (the original)."""
     batch = blob_batch()

@@ -37,6 +37,7 @@ def test_bfloat16_losses_and_gradients_match_float32() -> None:
     )
     for name, rel in (("image_nll", 1e-3), ("reward_nll", 1e-3), ("kl", 5e-3)):
         assert terms16[name].item() == pytest.approx(terms32[name].item(), rel=rel), name
+    assert terms16["image_nll"].item() != terms32["image_nll"].item()  # bf16 really ran
     total32.backward()
     total16.backward()
     pairs = [(a.grad, b.grad) for a, b in zip(fp32.parameters(), bf16.parameters(), strict=True)]

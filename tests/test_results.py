@@ -182,3 +182,9 @@ def test_quiet_means_all_cpus_and_no_other_load():
     assert quiet_run([2.0, 2.1], [one]) == "no"  # 1 thread beside another 1-thread run
     assert quiet_run([2.0], [two, one]) == "no"  # resumed with fewer threads
     assert quiet_run([], [two]) == ""
+    # Measured other processes' CPUs decide when present: a short job beside the run shows in
+    # one interval's share though it leaves the mean load low.
+    assert quiet_run([2.1, 2.2], [two], [0.02, 0.03]) == "yes"
+    assert quiet_run([2.1, 2.2], [two], [0.02, 0.9]) == "no"
+    assert quiet_run([], [two], [0.02]) == "yes"
+    assert quiet_run([2.0], [one], [0.0]) == "no"

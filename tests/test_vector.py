@@ -77,3 +77,29 @@ def test_parallel_random_collection_writes_the_same_episodes(tmp_path) -> None:
         with np.load(a) as x, np.load(b) as y:
             for key in x.files:
                 np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_closed_loop_episodes_keep_each_env_in_its_own_slot() -> None:
+    """``run_episodes`` (what `planet eval --workers` plays): a policy that reads each env's own
+    state plays every slot exactly as it plays that seed alone — a slot fed another env's
+    observation would steer towards the wrong target."""
+    from planet_torch.training.collect import run_episodes
+
+    cfg = override(PAPER, task="test-reach", env={"episode_env_steps": 48})
+    seeds = [21, 22, 23]
+
+    def greedy(state: np.ndarray) -> np.ndarray:  # towards the target: [point, target]
+        return np.clip(5.0 * (state[2:] - state[:2]), -1.0, 1.0).astype(np.float32)
+
+    with VectorEnv(cfg, seeds, workers=2) as venv:
+        episodes = run_episodes(venv, lambda obs: np.stack([greedy(o.state) for o in obs]), seeds)
+    for seed, episode in zip(seeds, episodes, strict=True):
+        env = make_env(cfg, seed)
+        observation, rewards = env.reset(seed), []
+        for _ in range(env.max_policy_steps):
+            result = env.step(greedy(observation.state))
+            observation = result.observation
+            rewards.append(result.reward)
+        env.close()
+        np.testing.assert_allclose(episode.reward[-len(rewards) :], rewards, rtol=1e-6)
+    assert len({float(e.reward.sum()) for e in episodes}) == 3  # three different episodes

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +51,76 @@ def machine_label(info: dict[str, Any]) -> str:
     best = next((f for f in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if f in flags), "")
     parts = [str(info.get("cpu_model", "?")), f"{cpus} CPUs", best, info.get("gpu") or ""]
     return ", ".join(p for p in parts if p)
+
+
+# ---- who else uses the CPUs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds spent on this process's CPUs by everyone, and by this process, at one time."""
+
+    wall_seconds: float
+    busy_seconds: float  # all processes on the CPUs this process may run on (and VM steal)
+    own_seconds: float  # this process (all threads) and its children (vector-env workers)
+
+
+def _busy_seconds(cpus: set[int]) -> float:
+    """Busy CPU seconds of ``cpus`` since boot from /proc/stat: user, nice, system, irq, softirq
+    and steal (time a hypervisor gave another guest); idle and iowait are not busy."""
+    ticks = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit() and int(name[3:]) in cpus:
+            user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields[:8])
+            ticks += user + nice + system + irq + softirq + steal
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children_seconds() -> float:
+    """CPU seconds of this process's live children (from /proc) and of its reaped ones."""
+    me, hz, total = os.getpid(), os.sysconf("SC_CLK_TCK"), 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[1]) == me:  # fields[1] is the parent's pid; utime, stime are 11 and 12
+            total += (int(fields[11]) + int(fields[12])) / hz
+    reaped = os.times()
+    return total + reaped.children_user + reaped.children_system
+
+
+def cpu_sample() -> CpuSample | None:
+    """Now; None where /proc/stat is missing (not Linux)."""
+    if not Path("/proc/stat").exists() or not hasattr(os, "sched_getaffinity"):
+        return None
+    return CpuSample(
+        wall_seconds=time.monotonic(),
+        busy_seconds=_busy_seconds(os.sched_getaffinity(0)),
+        own_seconds=time.process_time() + _children_seconds(),
+    )
+
+
+def others_cpus(start: CpuSample | None, end: CpuSample | None) -> float:
+    """How many CPUs' worth of work other processes did on this process's CPUs between two
+    samples (0.0: the CPUs were ours; NaN: not measurable here). Any of it slows a run more
+    than its share: torch's threads meet at a barrier after every kernel, and each waits for
+    the one the scheduler lent away (a nice-19 one-thread pytest beside a 2-core run:
+    0.58 -> 2.5-5.0 s/update, measured 2026-12-02 on Zen 3)."""
+    if start is None or end is None or end.wall_seconds <= start.wall_seconds:
+        return math.nan
+    others = (end.busy_seconds - start.busy_seconds) - (end.own_seconds - start.own_seconds)
+    return max(0.0, others / (end.wall_seconds - start.wall_seconds))
+
+
+SHARED_CPUS_THRESHOLD = 0.25
+"""Other processes' CPUs beyond the ones torch leaves free that count as sharing the machine:
+this machine's own daemons took 0.03 (30 s beside a learning run, 2026-12-02)."""
+
+
+def crowded(others: float) -> bool:
+    """Did other processes take CPUs this process's torch threads wanted?"""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    spare = max(0, (cpus or 1) - torch.get_num_threads())
+    return others > spare + SHARED_CPUS_THRESHOLD  # False for NaN

@@ -50,6 +50,7 @@ from planet_torch.config import Config
 from planet_torch.envs import Env, make_env
 from planet_torch.envs.multitask import returns_per_task
 from planet_torch.errors import UserError
+from planet_torch.machine import cpu_sample, crowded, others_cpus
 from planet_torch.replay import Episode, EpisodeDir, EpisodeStore
 from planet_torch.training.checkpoint import (
     capture_rng,
@@ -217,6 +218,9 @@ class BaseTrainer(abc.ABC):
         self._updates_before_this_process = self.counters.updates
         self._bar: Progress | None = None
         self._task: TaskID | None = None
+        # Who else used the CPUs: since this process started (the cost line's warning) and
+        # since the last test phase (logged as machine/others_cpus; `planet results` reads it).
+        self._cpu_start = self._cpu_mark = cpu_sample()
 
     # ---- what an algorithm provides --------------------------------------------------------
 
@@ -459,6 +463,11 @@ class BaseTrainer(abc.ABC):
         scalars["env_steps_per_second"] = self.env_steps_per_second
         if hasattr(os, "getloadavg"):  # did the run share the CPU? (its wall-clock is slower)
             scalars["machine/load_1min"] = os.getloadavg()[0]
+        now = cpu_sample()
+        others = others_cpus(self._cpu_mark, now)
+        self._cpu_mark = now
+        if not math.isnan(others):
+            scalars["machine/others_cpus"] = others
         scalars["seconds_per_action"] = self.seconds_per_action
         self.logger.log(scalars, env_steps=self.env_steps, updates=self.counters.updates)
         self.counters.tests_done = k + 1
@@ -512,6 +521,14 @@ class BaseTrainer(abc.ABC):
             f"{self.cfg.episode_policy_steps} policy steps{limit}",
             flush=True,
         )
+        others = others_cpus(self._cpu_start, cpu_sample())
+        if crowded(others):
+            print(
+                f"cost: other processes used {others:.1f} CPUs meanwhile; torch's threads wait "
+                "for each other, so this run can go several times slower than projected "
+                "(docs/troubleshooting.md: 'Training much slower than its cost line')",
+                flush=True,
+            )
         self.logger.log(
             {
                 "cost/env_steps_per_second": self.env_steps_per_second,

@@ -29,7 +29,7 @@ from planet_torch.config import PRESETS, Config, override
 from planet_torch.envs import make_env
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
-from planet_torch.machine import machine_info, machine_label
+from planet_torch.machine import SHARED_CPUS_THRESHOLD, machine_info, machine_label
 from planet_torch.published import DMC_TASKS, SOURCE, published, task_order, task_rank
 from planet_torch.training.collect import episode_seed, run_episode
 from planet_torch.training.logging import read_metrics
@@ -120,14 +120,24 @@ def _flag_value(value: Any) -> str:
     return "None" if value is None else str(value)
 
 
-def quiet_run(loads: list[float], machines: list[dict[str, Any]]) -> str:
+def quiet_run(
+    loads: list[float], machines: list[dict[str, Any]], others: list[float] | None = None
+) -> str:
     """``yes`` when the run had its machine to itself: every process used all the CPUs (torch
-    threads) and the mean load stayed within them (+ 0.5); ``no`` otherwise, "" if unknown."""
-    if not loads or not machines:
+    threads), and other processes took at most 0.25 CPU between any two test phases
+    (``machine/others_cpus``, measured from /proc/stat) or, for runs that predate that
+    measurement, the mean load stayed within the CPUs (+ 0.5); ``no`` otherwise, "" if unknown.
+    The load is a blunt witness: a 3-minute job beside a 60-minute run barely moves its mean,
+    yet slowed it 4-9× while it ran."""
+    if not machines or not (loads or others):
         return ""
     cpus = [m.get("affinity_cpus") or m["logical_cpus"] for m in machines]
     all_threads = all(m["torch_threads"] >= c for m, c in zip(machines, cpus, strict=True))
-    return "yes" if all_threads and np.mean(loads) <= min(cpus) + 0.5 else "no"
+    if others:
+        alone = max(others) <= SHARED_CPUS_THRESHOLD
+    else:
+        alone = bool(np.mean(loads) <= min(cpus) + 0.5)
+    return "yes" if all_threads and alone else "no"
 
 
 def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -144,7 +154,8 @@ def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     tests = [r for r in records if "test/return" in r]
     loads = [r["machine/load_1min"] for r in tests if "machine/load_1min" in r]
     machines = sorted({machine_label(m["machine"]) for m in run.machines()}) or ["?"]
-    quiet = quiet_run(loads, [m["machine"] for m in run.machines()])
+    others = [r["machine/others_cpus"] for r in tests if "machine/others_cpus" in r]
+    quiet = quiet_run(loads, [m["machine"] for m in run.machines()], others)
     key = {"task": cfg.task, "variant": cfg.variant, "seed": cfg.seed}
     row = {
         **key,
