@@ -4,6 +4,7 @@ choice."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 
 import pytest
 import torch
@@ -90,7 +91,7 @@ def test_auto_precision_is_measured_once_per_machine_across_processes(tmp_path) 
 
     script = (  # busy-CPU detection off: this test is about keeping, not about the machine
         "import torch; from planet_torch.models import precision as p; "
-        "p._cpu_busy_seconds = lambda: None; "
+        "p.cpu_sample = lambda: None; "
         "d, why = p.choose_model_dtype(torch.device('cpu'), 2, 8); print(d, '|', why)"
     )
 
@@ -115,6 +116,25 @@ def test_auto_precision_is_measured_once_per_machine_across_processes(tmp_path) 
     assert len(json.loads((tmp_path / "precision.json").read_text())) == 2
 
 
+def test_bf16_far_slower_stops_timing_after_one_round() -> None:
+    """Emulated bf16 (0.09x on Zen 3) is decided after the warm-up and one round; a ratio near
+    the thresholds gets all five rounds."""
+    import time
+
+    from planet_torch.models.precision import bf16_speedup
+
+    for bf16_seconds, steps in ((0.05, 4), (0.004, 12)):  # fp32 takes 0.005 s
+        calls: list[torch.dtype] = []
+
+        def step(dtype: torch.dtype, slow: float = bf16_seconds, calls: list = calls) -> None:
+            calls.append(dtype)
+            time.sleep(slow if dtype == torch.bfloat16 else 0.005)
+
+        ratio = bf16_speedup(step)
+        assert len(calls) == steps, (bf16_seconds, len(calls))
+        assert ratio == pytest.approx(0.005 / bf16_seconds, rel=0.5)
+
+
 def test_a_measurement_beside_busy_processes_is_not_kept(monkeypatch) -> None:
     """Other processes busy during the timing: the ratio serves this process only; the next one
     measures again, and a quiet measurement is kept."""
@@ -127,12 +147,17 @@ def test_a_measurement_beside_busy_processes_is_not_kept(monkeypatch) -> None:
         time.sleep(0.3)
         return 1.5
 
+    from planet_torch.machine import CpuSample
+
+    def sample(busy: Iterator[float]) -> Callable[[], CpuSample]:
+        return lambda: CpuSample(time.monotonic(), next(busy), 0.0)
+
     machine_busy = itertools.count(step=100.0)  # 100 CPU-seconds elsewhere per reading: busy
-    monkeypatch.setattr(precision, "_cpu_busy_seconds", lambda: next(machine_busy))
+    monkeypatch.setattr(precision, "cpu_sample", sample(machine_busy))
     speedup, why = precision.remembered_speedup("probe", slow_measure)
     assert speedup == 1.5 and "not kept" in why and "other processes used" in why
     machine_quiet = itertools.repeat(5.0)  # nothing ran elsewhere
-    monkeypatch.setattr(precision, "_cpu_busy_seconds", lambda: next(machine_quiet))
+    monkeypatch.setattr(precision, "cpu_sample", sample(machine_quiet))
     # This process goes on with its busy value (one precision for all its models) and never
     # writes it, not even on a quiet CPU later; the next process measures again.
     assert precision.remembered_speedup("probe", slow_measure) == (

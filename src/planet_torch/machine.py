@@ -104,10 +104,10 @@ def cpu_sample() -> CpuSample | None:
 
 def others_cpus(start: CpuSample | None, end: CpuSample | None) -> float:
     """How many CPUs' worth of work other processes did on this process's CPUs between two
-    samples (0.0: the CPUs were ours; NaN: not measurable here). Any of it slows a run more
-    than its share: torch's threads meet at a barrier after every kernel, and each waits for
-    the one the scheduler lent away (a nice-19 one-thread pytest beside a 2-core run:
-    0.58 -> 2.5-5.0 s/update, measured 2026-12-02 on Zen 3)."""
+    samples (0.0: the CPUs were ours; NaN: not measurable here). What it costs a run depends on
+    the other job (measured 2026-12-02, Zen 3, 2 cores, BENCHMARKS.md "Sharing the CPU"): one
+    busy loop made a debug-size update 1.7x slower (1.35x at nice 19); a nice-19 test suite
+    took a cpu-preset run from 0.58 to 2.5-5.0 s/update."""
     if start is None or end is None or end.wall_seconds <= start.wall_seconds:
         return math.nan
     others = (end.busy_seconds - start.busy_seconds) - (end.own_seconds - start.own_seconds)

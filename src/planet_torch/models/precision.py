@@ -25,7 +25,7 @@ import torch
 
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
-from planet_torch.machine import machine_info
+from planet_torch.machine import cpu_sample, machine_info, others_cpus
 from planet_torch.models.fast import FastDecoder, FastEncoder
 
 AUTO_MIN_SPEEDUP = 1.2
@@ -35,6 +35,12 @@ AUTO_PLAN_MIN_SPEEDUP = 1.3
 """``planner.compute_dtype auto`` picks bfloat16 rollouts when the planner's largest matmul
 measures at least this much faster: a higher bar than the model's, as bf16 rollouts had planned
 measurably worse at horizon 12 with sampled futures (BENCHMARKS.md, session 5)."""
+
+FAR_SLOWER = 0.5
+"""A ratio below this after a round ends the timing: no later round can lift it past the
+thresholds above (its bf16 time would have to fall 2.4-2.6× below its own best). CPUs without
+bf16 instructions emulate it at 0.01-0.1× fp32's speed (Zen 3: 0.09×), where the five rounds
+took 15 s of a 1-thread process, mostly bf16 steps; one round says the same."""
 
 
 def bf16_speedup(step: Callable[[torch.dtype], object], repeats: int = 5) -> float:
@@ -50,6 +56,8 @@ def bf16_speedup(step: Callable[[torch.dtype], object], repeats: int = 5) -> flo
             start = time.perf_counter()
             step(dtype)
             best[dtype] = min(best[dtype], time.perf_counter() - start)
+        if best[torch.float32] / best[torch.bfloat16] < FAR_SLOWER:
+            break
     return best[torch.float32] / best[torch.bfloat16]
 
 
@@ -88,29 +96,16 @@ while it ran: one taken beside a plotting command (1.12× where the quiet machin
 1.3-2.5×) had chosen float32 for every later run of the machine (session 8, BENCHMARKS.md)."""
 
 
-def _cpu_busy_seconds() -> float | None:
-    """CPU-seconds all processes of the machine have been busy since boot (/proc/stat's first
-    line), or None where that is unknown."""
-    try:
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(f) for f in fields[:8])
-    except (OSError, ValueError):
-        return None
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def _measure_alone(measure: Callable[[], float]) -> tuple[float, float | None]:
-    """``measure()``, and the share of the machine's CPUs other processes used meanwhile."""
-    busy, own, wall = _cpu_busy_seconds(), time.process_time(), time.perf_counter()
+    """``measure()``, and the share of this process's CPUs other processes used meanwhile (None
+    where /proc/stat is missing or the measurement was shorter than its 10 ms ticks can judge)."""
+    start = cpu_sample()
     speedup = measure()
-    busy_after = _cpu_busy_seconds()
-    if busy is None or busy_after is None:
+    end = cpu_sample()
+    if start is None or end is None or end.wall_seconds - start.wall_seconds < 0.25:
         return speedup, None
-    own, wall = time.process_time() - own, time.perf_counter() - wall
-    if wall < 0.25:  # /proc/stat counts 10 ms ticks: too coarse to judge a shorter measurement
-        return speedup, None
-    elsewhere = (busy_after - busy - own) / (wall * (os.cpu_count() or 1))
-    return speedup, max(0.0, elsewhere)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return speedup, others_cpus(start, end) / (cpus or 1)
 
 
 _NOT_KEPT: dict[str, float] = {}

@@ -524,9 +524,9 @@ class BaseTrainer(abc.ABC):
         others = others_cpus(self._cpu_start, cpu_sample())
         if crowded(others):
             print(
-                f"cost: other processes used {others:.1f} CPUs meanwhile; torch's threads wait "
-                "for each other, so this run can go several times slower than projected "
-                "(docs/troubleshooting.md: 'Training much slower than its cost line')",
+                f"cost: other processes used {others:.1f} CPUs meanwhile: this run shares the "
+                "CPU and will take longer than projected (docs/troubleshooting.md: 'Training "
+                "much slower than its cost line')",
                 flush=True,
             )
         self.logger.log(
