@@ -119,8 +119,14 @@ SHARED_CPUS_THRESHOLD = 0.25
 this machine's own daemons took 0.03 (30 s beside a learning run, 2026-12-02)."""
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity), else the machine's."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def crowded(others: float) -> bool:
     """Did other processes take CPUs this process's torch threads wanted?"""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    spare = max(0, (cpus or 1) - torch.get_num_threads())
+    spare = max(0, usable_cpus() - torch.get_num_threads())
     return others > spare + SHARED_CPUS_THRESHOLD  # False for NaN

@@ -25,7 +25,7 @@ import torch
 
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
-from planet_torch.machine import cpu_sample, machine_info, others_cpus
+from planet_torch.machine import cpu_sample, machine_info, others_cpus, usable_cpus
 from planet_torch.models.fast import FastDecoder, FastEncoder
 
 AUTO_MIN_SPEEDUP = 1.2
@@ -104,8 +104,7 @@ def _measure_alone(measure: Callable[[], float]) -> tuple[float, float | None]:
     end = cpu_sample()
     if start is None or end is None or end.wall_seconds - start.wall_seconds < 0.25:
         return speedup, None
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return speedup, others_cpus(start, end) / (cpus or 1)
+    return speedup, others_cpus(start, end) / usable_cpus()
 
 
 _NOT_KEPT: dict[str, float] = {}
