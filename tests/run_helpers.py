@@ -1,14 +1,17 @@
-"""What the run tests share: the CLI in a subprocess, a run's schedule without its timings, and
+"""What the run tests share: the CLI in a subprocess (or in this process), a run's schedule without its timings, and
 "same run" (interrupted and resumed vs uninterrupted: the same metrics and episode files, bit for
 bit)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +29,34 @@ def planet(
         text=True,
         timeout=timeout,
         cwd=cwd,
+    )
+
+
+def planet_here(*args: str) -> subprocess.CompletedProcess[str]:
+    """``planet ARGS`` through the same ``main`` in this process: its exit code, stdout and
+    stderr as a subprocess would give them, without a fresh interpreter's seconds of imports.
+    An exception ``main`` lets through (a user's traceback) fails the calling test; warnings
+    are filtered as a fresh interpreter filters them and appended to stderr as it prints them
+    (pytest would otherwise swallow them, and a warning is one more line a user sees)."""
+    from planet_torch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        warnings.catch_warnings(record=True) as caught,
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        warnings.resetwarnings()  # Python's default filters, last inserted wins:
+        for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning):
+            warnings.simplefilter("ignore", category)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+        code = main(list(args))
+    shown = "".join(
+        warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in caught
+    )
+    return subprocess.CompletedProcess(
+        ["planet", *args], code, out.getvalue(), err.getvalue() + shown
     )
 
 

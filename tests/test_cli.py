@@ -1,12 +1,14 @@
 """The `planet` command as a user types it: real subprocesses, real files, and every user error
-in one table (USER_ERRORS): one line, exit 2, nothing written."""
+in one table (USER_ERRORS): one line, exit 2, nothing written. The table goes through the CLI's
+own ``main`` in this process (36 fresh interpreters cost a minute of imports); the tests below it
+and test_troubleshooting run real subprocesses, so the entry point itself is covered too."""
 
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from run_helpers import planet
+from run_helpers import planet, planet_here
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -169,7 +171,8 @@ def test_user_errors(case: str, folders: dict[str, Path], tmp_path: Path) -> Non
         return [sorted(root.rglob("*")) for root in (folders["root"], tmp_path)]
 
     before = written()
-    assert_one_line_error(planet(*template.format(**folders, tmp=tmp_path).split()), *needles)
+    command = template.format(**folders, tmp=tmp_path).split()
+    assert_one_line_error(planet_here(*command), *needles)
     # nothing written: not into the runs, and no new run folder, plot, CSV or lock file
     assert written() == before, case
 
@@ -224,6 +227,7 @@ def test_doctor_passes_here(tmp_path):
     for check in ("python", "packages", "torch", "precision", "mujoco", "sdl", "disk"):
         assert f"[ok  ] {check}" in result.stdout, result.stdout
     assert "real 64×64 frames" in result.stdout
+    assert "the cpu preset's fast MuJoCo renderer" in result.stdout  # the speed a run will see
     assert "--model.compute-dtype auto trains in " in result.stdout
     assert "bf16 convs ran" in result.stdout  # the reason, from the same chooser
     # Kept, or (on a CPU busy with other processes, as beside a training run) used and not kept.

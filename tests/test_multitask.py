@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_cli import planet
+from run_helpers import planet, planet_here
 
 from planet_torch.config import DEBUG, override, task_spec
 from planet_torch.envs import make_env
@@ -130,7 +130,7 @@ def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path, single_task_e
     scored = [r for r in tests if "test/return" in r]
     for task, episode in last_phase.items():  # each task's score is the episode it played
         assert scored[-1][f"test/return/{task}"] == pytest.approx(float(episode.reward.sum()))
-    result = planet("eval", "--run-dir", str(run), "--episodes", "2", "--video", "none")
+    result = planet_here("eval", "--run-dir", str(run), "--episodes", "2", "--video", "none")
     assert result.returncode == 0, result.stderr[-2000:]
     scores = json.loads((run / "scores.json").read_text())
     assert set(scores["per_task"]) == {"cartpole-balance", "reacher-easy"}

@@ -1,13 +1,12 @@
 """Benchmark results: CSV rows of scored runs, the table, the 2 × 3 grid and the demo's figure."""
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
+from run_helpers import planet_here as planet
 
 from planet_torch.config import DEBUG, override
 from planet_torch.published import published
@@ -24,15 +23,6 @@ from planet_torch.training.runs import budget_note, train_and_score
 TASK = "cartpole-swingup"  # has published 100k scores to draw
 # tab:red (Dreamer's square), the random policy's grey line
 DREAMER_RED, RANDOM_GREY = (0.839, 0.153, 0.157), (0.5, 0.5, 0.5)
-
-
-def planet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "planet_torch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def pixels_of(path: Path, rgb: tuple[float, float, float], tolerance: float = 0.03) -> int:

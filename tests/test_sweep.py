@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_cli import planet
+from run_helpers import planet
 
 from planet_torch.config import DEBUG, override
 from planet_torch.errors import UserError

@@ -16,6 +16,7 @@ from run_helpers import (
     kill_once_written,
     metrics,
     planet,
+    planet_here,
     start,
     trained,
     wait_for,
@@ -127,9 +128,10 @@ def test_one_writer_per_run_folder(tmp_path):
         live = f"is being written by PID {holder.pid} on "
         resume = planet("train", "--resume", "--run-dir", str(run))
         assert_one_line_error(resume, live, "planet train", "then --resume")
-        assert_one_line_error(planet(*TRAIN, "--run-dir", str(run)), live)
+        # the same refusal for a new train and a collect, through `main` in this process
+        assert_one_line_error(planet_here(*TRAIN, "--run-dir", str(run)), live)
         collect = ["collect", "--preset", "debug", "--task", "cartpole-balance"]
-        assert_one_line_error(planet(*collect, "--run-dir", str(run)), live)
+        assert_one_line_error(planet_here(*collect, "--run-dir", str(run)), live)
         # a sweep trial on the live folder (what a Ray worker runs) refuses the same way
         from planet_torch.sweep import run_trial
 
@@ -144,7 +146,7 @@ def test_one_writer_per_run_folder(tmp_path):
         assert set(before) <= written  # only the holder's own new episodes, in order
         assert sorted(written) == [f"{i:06d}-len10.npz" for i in range(len(written))]
         # readers work on the live run: plot, eval (once a checkpoint exists), inspect
-        plot = planet("plot", str(run), "-o", str(tmp_path / "live.png"))
+        plot = planet_here("plot", str(run), "-o", str(tmp_path / "live.png"))
         assert plot.returncode == 0, plot.stderr
         assert wait_for(lambda: (run / "checkpoints" / "latest.pt").exists(), holder)
         # in this process, the functions `planet eval` and `planet inspect` call
@@ -256,7 +258,7 @@ def test_plan_counts_the_work_of_a_budget_run():
 
 
 def test_eval_and_plot_on_a_run(reference, tmp_path):
-    result = planet("eval", "--run-dir", str(reference), "--episodes", "2")
+    result = planet_here("eval", "--run-dir", str(reference), "--episodes", "2")
     assert result.returncode == 0, result.stderr
     scores = json.loads((reference / "scores.json").read_text())
     assert len(scores["returns"]) == 2 and scores["updates"] == 24 and "planner" not in scores
@@ -265,7 +267,7 @@ def test_eval_and_plot_on_a_run(reference, tmp_path):
     # other planner settings for the eval only: kept in scores.json and in the row's command
     # (a test-only one in the training command: test settings never train, tested below)
     changed = ["--planner.test-imagination", "mean", "--planner.candidates", "8"]
-    result = planet("eval", "--run-dir", str(reference), "--episodes", "1", *changed)
+    result = planet_here("eval", "--run-dir", str(reference), "--episodes", "1", *changed)
     assert result.returncode == 0, result.stderr
     scores = json.loads((reference / "scores.json").read_text())
     assert scores["planner"] == {"test_imagination": "mean", "candidates": 8}
@@ -274,7 +276,7 @@ def test_eval_and_plot_on_a_run(reference, tmp_path):
     assert train.endswith("--seed 0 --planner.test-imagination mean --schedule.total-updates 24")
     assert then == "planet eval --episodes 1 --planner.candidates 8"
     out = tmp_path / "curves.png"
-    result = planet("plot", str(reference), str(reference), "-o", str(out))
+    result = planet_here("plot", str(reference), str(reference), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:4] == b"\x89PNG"
 
@@ -293,7 +295,7 @@ def test_eval_with_workers_plans_for_all_envs_at_once(reference):
 def test_inspect_writes_a_report_of_real_figures(reference, tmp_path):
     out = tmp_path / "inspect"
     args = ["--horizon", "4", "--planner-steps", "0", "3", "--sim-candidates", "8"]
-    result = planet("inspect", "--run-dir", str(reference), "-o", str(out), *args)
+    result = planet_here("inspect", "--run-dir", str(reference), "-o", str(out), *args)
     assert result.returncode == 0, result.stderr
     report = (out / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", report)

@@ -3,6 +3,7 @@ fix through `planet doctor` or a one-line CLI error, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +26,21 @@ def planet(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
     )
 
 
+@pytest.fixture
+def precision_kept() -> None:
+    """The doctor's precision line answered from a kept entry, as on any machine where a run or
+    `planet doctor` measured once: these tests look at other checks, and the measurement costs
+    5-15 seconds of bf16 timing per process (each test starts with an empty cache folder)."""
+    from planet_torch.config import PAPER
+    from planet_torch.models import precision
+
+    m = PAPER.model
+    probe = precision.conv_probe(m.cnn_depth, m.belief_size + m.state_size)  # as the doctor
+    entry = {precision.machine_key(): {probe: {"speedup": 1.0, "measured": "by this test"}}}
+    precision.precision_file().parent.mkdir(parents=True, exist_ok=True)
+    precision.precision_file().write_text(json.dumps(entry))
+
+
 def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
     assert result.returncode == 2, result
     assert "Traceback" not in result.stderr, result.stderr
@@ -38,6 +54,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> N
     ("backend", "fix"),
     [("glfw", "set MUJOCO_GL=egl"), ("osmesa", "libosmesa6")],
 )
+@pytest.mark.usefixtures("precision_kept")
 def test_mujoco_gl_backend_that_cannot_work_here_is_reported_with_its_fix(backend, fix, tmp_path):
     if backend == "osmesa" and shutil.which("ldconfig") is not None:
         libs = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True).stdout
@@ -57,6 +74,7 @@ def test_mujoco_gl_backend_that_cannot_work_here_is_reported_with_its_fix(backen
     one_line_error(collect, f"MUJOCO_GL={backend}", fix)
 
 
+@pytest.mark.usefixtures("precision_kept")
 def test_doctor_names_another_python3_on_path(tmp_path):
     """The 'pip installed into another Python' trap: doctor says which interpreter runs planet
     and that the `python3` a user would type is a different one."""
@@ -68,6 +86,7 @@ def test_doctor_names_another_python3_on_path(tmp_path):
     assert f"[ok  ] python   {sys.executable}" in result.stdout, result.stdout
     assert f"`python3` on PATH is {fake / 'python3'}" in result.stdout
     assert f"use {sys.executable} -m pip" in result.stdout
+    assert "measured by this test" in result.stdout  # the kept entry was found: no probe ran
 
 
 def test_inspect_bad_run_folders_are_one_line_errors(tmp_path):

@@ -178,6 +178,11 @@ def conv_bf16_speedup(cnn_depth: int, feature_size: int, frames: int = 32) -> fl
         return bf16_speedup(step)
 
 
+def conv_probe(cnn_depth: int, feature_size: int) -> str:
+    """The name :func:`remembered_speedup` keeps the conv measurement of this size under."""
+    return f"convs depth {cnn_depth}, features {feature_size}"
+
+
 def choose_model_dtype(
     device: torch.device, cnn_depth: int, feature_size: int
 ) -> tuple[torch.dtype, str]:
@@ -185,8 +190,7 @@ def choose_model_dtype(
     if device.type != "cpu":
         return torch.float32, "auto: float32 off the CPU (not measured there)"
     speedup, source = remembered_speedup(
-        f"convs depth {cnn_depth}, features {feature_size}",
-        lambda: conv_bf16_speedup(cnn_depth, feature_size),
+        conv_probe(cnn_depth, feature_size), lambda: conv_bf16_speedup(cnn_depth, feature_size)
     )
     dtype = torch.bfloat16 if speedup >= AUTO_MIN_SPEEDUP else torch.float32
     return dtype, f"auto: bf16 convs ran {speedup:.2f}× fp32's speed on this CPU; {source}"
