@@ -181,11 +181,11 @@ def clean_timings(
     fn: Callable[[], object], repeats: int, max_tries: int, tolerance: float = 0.05
 ) -> tuple[list[float], list[float]]:
     """Wall seconds of up to ``repeats`` calls during which other processes used less than
-    ``tolerance`` of the machine's CPUs (trying up to ``max_tries`` calls), and of the calls
-    that overlapped with busy periods."""
-    from planet_torch.machine import cpu_sample, others_cpus
+    ``tolerance`` of the CPUs this process may use (trying up to ``max_tries`` calls), and of
+    the calls that overlapped with busy periods."""
+    from planet_torch.machine import cpu_sample, others_cpus, usable_cpus
 
-    cpus = os.cpu_count() or 1
+    cpus = usable_cpus()  # others_cpus counts over the same affinity CPUs
     kept: list[float] = []
     busy: list[float] = []
     for _ in range(max_tries):

@@ -194,3 +194,21 @@ def test_a_gymnasium_run_trains_evaluates_and_is_inspected(tmp_path: Path) -> No
     assert (report.parent / "rewards.png").exists() and (
         report.parent / "planner_0000.png"
     ).exists()
+
+
+def test_the_readme_python_example_runs_as_written(tmp_path: Path, monkeypatch, capsys) -> None:
+    """README "From Python": its code block, run verbatim, with ``preset`` answering the debug
+    preset's sizes and a 4-update schedule instead of the cpu preset's hour."""
+    import planet_torch
+
+    readme = (ROOT / "README.md").read_text()
+    code = readme.split("From Python, the same runs and folders as the CLI:")[1]
+    code = code.split("```python\n")[1].split("```")[0]
+    assert 'preset("cpu")' in code and "load_run(" in code and "agent.act(" in code
+    tiny = override(DEBUG, schedule={"total_updates": 4, "final_eval_episodes": 1})
+    monkeypatch.setattr(planet_torch, "preset", lambda name: tiny)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    score = float(capsys.readouterr().out.strip().splitlines()[-1])
+    assert np.isfinite(score)
+    assert (tmp_path / "runs" / "pendulum" / "scores.json").exists()

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal, Union
 
 import tyro
 
-from planet_torch.config import Config, PresetName, preset, task_slug
+from planet_torch.config import DEFAULT_PRESET, Config, PresetName, preset, task_slug
 from planet_torch.errors import UserError
 from planet_torch.published import DMC_TASKS
 
@@ -39,7 +39,7 @@ class Collect:
     """Collect random-policy episodes into a run folder (PlaNet's seed episodes) and show one."""
 
     config: ConfigArg = field(default_factory=Config)
-    preset: PresetName = "cpu"
+    preset: PresetName = DEFAULT_PRESET
     """Defaults the config starts from: paper (the original's values), cpu, debug."""
     run_dir: Path | None = None
     """Run folder; default runs/<task>-<preset>-seed<seed>."""
@@ -107,7 +107,7 @@ class Train:
     """Train PlaNet (or --algo ddpg); Ctrl-C checkpoints, --resume continues exactly."""
 
     config: ConfigArg = field(default_factory=Config)
-    preset: PresetName = "cpu"
+    preset: PresetName = DEFAULT_PRESET
     """Defaults the config starts from: paper (the original's values), cpu, debug."""
     run_dir: Path | None = None
     """Run folder; default runs/<task>-<preset>-seed<seed>."""
@@ -346,7 +346,7 @@ class Sweep:
     again skips finished trials and resumes unfinished ones. Config flags apply to all trials."""
 
     config: ConfigArg = field(default_factory=Config)
-    preset: PresetName = "cpu"
+    preset: PresetName = DEFAULT_PRESET
     """Defaults every trial's config starts from: paper, cpu, debug."""
     tasks: str = "cartpole-balance"
     """Comma-separated task names."""
@@ -422,7 +422,7 @@ def _commands(cfg: Config, preset_name: PresetName) -> Any:
 class _Peek:
     """The flags that decide the defaults of all the others."""
 
-    preset: PresetName = "cpu"
+    preset: PresetName = DEFAULT_PRESET
     resume: bool = False
     run_dir: Path | None = None
 

@@ -703,6 +703,8 @@ DEBUG = override(
 
 PRESETS: dict[str, Config] = {"paper": PAPER, "cpu": CPU, "debug": DEBUG}
 PresetName = Literal["paper", "cpu", "debug"]
+DEFAULT_PRESET: PresetName = "cpu"
+"""What every command starts from without ``--preset``: sized for a 2-core CPU."""
 
 
 def preset(name: str) -> Config:
