@@ -1,6 +1,6 @@
-"""What the run tests share: the CLI in a subprocess (or in this process), a run's schedule without its timings, and
-"same run" (interrupted and resumed vs uninterrupted: the same metrics and episode files, bit for
-bit)."""
+"""What the run tests share: the CLI in a subprocess (or in this process), a run's schedule
+without its timings, and "same run" (interrupted and resumed vs uninterrupted: the same metrics
+and episode files, bit for bit)."""
 
 from __future__ import annotations
 
