@@ -183,80 +183,6 @@ def test_sigint_checkpoints_then_resume_continues_exactly(algo, request, tmp_pat
     assert_same_run(request.getfixturevalue(reference), run)
 
 
-# An env-step budget: 2 seed episodes of 80 env steps, then one episode per 3 updates until the
-# train episodes hold 500 env steps (5 more: 560), i.e. 15 updates; test phases at 6, 12, 15.
-BUDGET = [
-    "train",
-    "--preset",
-    "debug",
-    "--task",
-    "cartpole-balance",
-    "--schedule.max-env-steps",
-    "500",
-    "--schedule.total-updates",
-    "1000",
-]
-
-
-@pytest.fixture(scope="module")
-def budget_run(tmp_path_factory) -> tuple[Path, str]:
-    run = tmp_path_factory.mktemp("runs") / "budget"
-    result = planet(*BUDGET, "--run-dir", str(run))
-    assert result.returncode == 0, result.stderr
-    return run, result.stdout
-
-
-def test_env_step_budget_ends_with_a_test_phase_and_a_score(budget_run):
-    run, stdout = budget_run
-    lengths = [int(p.stem.split("len")[1]) for p in (run / "train_episodes").glob("*.npz")]
-    assert len(lengths) == 2 + 5 and sum(lengths) * 8 == 560  # 10 decisions × repeat 8
-    records = metrics(run)
-    tests = [r for r in records if "test/return" in r]
-    assert [(r["updates"], r["env_steps"]) for r in tests] == [(6, 320), (12, 480), (15, 560)]
-    assert max(r["updates"] for r in records) == 15  # no update after the budget
-    scores = json.loads((run / "scores.json").read_text())
-    assert (scores["updates"], scores["env_steps"], scores["episodes"]) == (15, 560, 2)
-    assert f"score: {scores['mean']:.1f}" in stdout
-    assert "budget 500 env steps" in stdout  # the cost line projects to the budget
-    machines = json.loads((run / "machines.json").read_text())
-    assert [m["from_updates"] for m in machines] == [0] and machines[0]["machine"]["cpu_model"]
-
-
-def test_env_step_budget_run_killed_then_resumed_reaches_the_same_end(budget_run, tmp_path):
-    run = tmp_path / "killed"
-    kill_once_written(BUDGET, run, "000004-len10.npz")
-    assert not (run / "scores.json").exists()
-    resumed = planet("train", "--resume", "--run-dir", str(run))
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_run(budget_run[0], run)
-    a, b = (json.loads((r / "scores.json").read_text()) for r in (budget_run[0], run))
-    assert a["returns"] == b["returns"] and a["env_steps"] == b["env_steps"] == 560
-    machines = json.loads((run / "machines.json").read_text())
-    starts = [m["from_updates"] for m in machines]  # the first process, then the resumed one
-    assert starts[0] == 0 and len(starts) == 2 and starts[1] in (6, 12), starts
-    again = planet("train", "--resume", "--run-dir", str(run))  # finished and scored: no replay
-    assert again.returncode == 0 and "final eval" not in again.stdout, again.stderr
-
-
-def test_plan_counts_the_work_of_a_budget_run():
-    from planet_torch.config import CPU
-    from planet_torch.training.ddpg_loop import DDPGTrainer
-
-    walker = override(CPU, task="walker-walk")
-    # 5 seed episodes + 95 planned = 100 episodes of 1000 env steps, one per 50 updates.
-    plan = Trainer.plan(walker)
-    assert (plan.updates, plan.train_episodes, plan.test_episodes, plan.eval_episodes) == (
-        4750,
-        95,
-        10,
-        10,
-    )
-    assert Trainer.plan(override(walker, schedule={"total_updates": 100})).updates == 100
-    ddpg = override(walker, algo="ddpg")  # one update per policy step, paid after an episode
-    assert DDPGTrainer.plan(ddpg).updates == 94 * 500
-    assert DDPGTrainer.plan(ddpg).train_episodes == 94
-
-
 def test_eval_and_plot_on_a_run(reference, tmp_path):
     result = planet_here("eval", "--run-dir", str(reference), "--episodes", "2")
     assert result.returncode == 0, result.stderr
@@ -436,42 +362,6 @@ def test_test_episodes_never_train(tmp_path):
         for run in runs
     ]
     assert all(torch.equal(model[0][k], model[1][k]) for k in model[0])
-
-
-def test_max_hours_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):
-    """``--schedule.max-hours``: the run stops at the time limit between updates, scored and
-    checkpointed; ``--resume`` with a later limit (or none) continues it to total_updates."""
-    import itertools
-    import types
-
-    from planet_torch.training import logging as run_logging
-
-    cfg = override(DEBUG, task="cartpole-balance", schedule={"total_updates": 24})
-    limited = override(cfg, schedule={"max_hours": 0.05})  # 180 s of the clock below
-    ticks = itertools.count()  # a clock that advances 10 s per reading: no machine's speed
-    clock = types.SimpleNamespace(perf_counter=lambda: 10.0 * next(ticks))
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(run_logging, "time", clock)
-        first = Trainer(limited, tmp_path / "run", progress=False).train()
-    assert first["finished"] and 0 < first["updates"] < 24
-    assert first["test_returns"]  # it ended with a test phase, as every run does
-    resumed = Trainer(cfg, tmp_path / "run", resume=True, progress=False).train()
-    assert resumed["updates"] == 24 and resumed["finished"]
-    updates = [m["updates"] for m in metrics(tmp_path / "run")]
-    assert updates == sorted(updates)  # one run, continued: no record repeated or lost order
-    # It learns what the uninterrupted run learns: the stop adds a test phase (test episodes
-    # never train), so the train episodes and every update's losses are the same.
-    Trainer(cfg, tmp_path / "whole", progress=False).train()
-    assert_same_episodes(tmp_path / "run", tmp_path / "whole", "train_episodes")
-
-    def losses(run: Path) -> list[dict]:
-        return [
-            {k: v for k, v in m.items() if k.startswith("train/") and k != "train/return"}
-            for m in metrics(run)
-            if "train/total" in m
-        ]
-
-    assert losses(tmp_path / "run") == losses(tmp_path / "whole")
 
 
 def test_cost_line_does_not_time_the_warm_up_update(tmp_path, capsys, monkeypatch):
