@@ -60,6 +60,18 @@ def planet_here(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    """A user mistake as the CLI must answer it: exit 2, no traceback, one line on stderr that
+    starts with "planet: error:" and says each of ``needles``."""
+    assert result.returncode == 2, result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("planet: error:"), result.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
 def start(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "planet_torch.cli", *args],

@@ -3,23 +3,11 @@ in one table (USER_ERRORS): one line, exit 2, nothing written. The table goes th
 own ``main`` in this process (36 fresh interpreters cost a minute of imports); the tests below it
 and test_troubleshooting run real subprocesses, so the entry point itself is covered too."""
 
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from run_helpers import planet, planet_here
-
-
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, result
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("planet: error:")
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
+from run_helpers import assert_one_line_error, planet, planet_here
 
 # Every mistake a user can type, with the folders it points at: {ref} a finished PlaNet run,
 # {ddpg} a DDPG run, {collected} a run with episodes and no checkpoint yet, {junk} a file that is

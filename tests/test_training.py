@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from run_helpers import (
+    assert_one_line_error,
     assert_same_episodes,
     assert_same_run,
     kill_once_written,
@@ -117,8 +118,6 @@ def test_one_writer_per_run_folder(tmp_path):
     in one line naming the holder's PID and never touches the folder; readers (plot, eval,
     inspect) work on the live run; the holder's kill -9 leaves no stale lock: --resume then
     continues it."""
-    from test_cli import assert_one_line_error
-
     run = tmp_path / "live"
     holder = start(*TRAIN, "--schedule.total-updates", "100000", "--run-dir", str(run))
     try:

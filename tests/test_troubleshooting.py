@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from run_helpers import assert_one_line_error
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,15 +42,6 @@ def precision_kept() -> None:
     precision.precision_file().write_text(json.dumps(entry))
 
 
-def one_line_error(result: subprocess.CompletedProcess[str], *needles: str) -> None:
-    assert result.returncode == 2, result
-    assert "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("planet: error:"), result.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
 @pytest.mark.parametrize(
     ("backend", "fix"),
     [("glfw", "set MUJOCO_GL=egl"), ("osmesa", "libosmesa6")],
@@ -71,7 +63,7 @@ def test_mujoco_gl_backend_that_cannot_work_here_is_reported_with_its_fix(backen
         "collect", "--task", "cartpole-balance", "--preset", "debug", "--episodes", "1",
         "--run-dir", str(tmp_path / "run"), env=env,
     )  # fmt: skip
-    one_line_error(collect, f"MUJOCO_GL={backend}", fix)
+    assert_one_line_error(collect, f"MUJOCO_GL={backend}", fix)
 
 
 @pytest.mark.usefixtures("precision_kept")
@@ -90,14 +82,14 @@ def test_doctor_names_another_python3_on_path(tmp_path):
 
 
 def test_inspect_bad_run_folders_are_one_line_errors(tmp_path):
-    one_line_error(planet("inspect", "--run-dir", str(tmp_path / "nowhere")), "nowhere")
+    assert_one_line_error(planet("inspect", "--run-dir", str(tmp_path / "nowhere")), "nowhere")
     run = tmp_path / "collected"  # a run folder with episodes but no checkpoint
     collect = planet(
         "collect", "--task", "test-reach", "--preset", "debug", "--episodes", "1",
         "--run-dir", str(run),
     )  # fmt: skip
     assert collect.returncode == 0, collect.stderr
-    one_line_error(planet("inspect", "--run-dir", str(run)), "no checkpoint", "train first")
+    assert_one_line_error(planet("inspect", "--run-dir", str(run)), "no checkpoint", "train first")
 
 
 @pytest.mark.skipif(
@@ -114,7 +106,7 @@ def test_disk_full_is_a_one_line_error_and_keeps_every_complete_episode(tmp_path
             "collect", "--task", "cartpole-balance", "--preset", "paper", "--episodes", "6",
             "--run-dir", str(disk / "run"),
         )  # fmt: skip
-        one_line_error(result, "disk full while writing", "free some space")
+        assert_one_line_error(result, "disk full while writing", "free some space")
         saved = sorted((disk / "run" / "train_episodes").iterdir())
         assert saved, "the episodes that fit are kept"
         assert all(p.name.endswith(".npz") and not p.name.startswith(".") for p in saved)
