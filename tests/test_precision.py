@@ -4,6 +4,7 @@ choice."""
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -116,23 +117,28 @@ def test_auto_precision_is_measured_once_per_machine_across_processes(tmp_path) 
     assert len(json.loads((tmp_path / "precision.json").read_text())) == 2
 
 
-def test_bf16_far_slower_stops_timing_after_one_round() -> None:
+def test_bf16_far_slower_stops_timing_after_one_round(monkeypatch) -> None:
     """Emulated bf16 (0.09x on Zen 3) is decided after the warm-up and one round; a ratio near
-    the thresholds gets all five rounds."""
-    import time
-
-    from planet_torch.models.precision import bf16_speedup
+    the thresholds gets all five rounds. A clock that each step advances by its own seconds:
+    the count and the ratio are exact on any machine, under any load (a sleeping step failed
+    once beside two learning runs, its 5 ms sleeps overslept)."""
+    from planet_torch.models import precision
 
     for bf16_seconds, steps in ((0.05, 4), (0.004, 12)):  # fp32 takes 0.005 s
         calls: list[torch.dtype] = []
+        now = [0.0]
+        clock = types.SimpleNamespace(perf_counter=lambda now=now: now[0])
+        monkeypatch.setattr(precision, "time", clock)  # this module's clock only
 
-        def step(dtype: torch.dtype, slow: float = bf16_seconds, calls: list = calls) -> None:
+        def step(
+            dtype: torch.dtype, slow: float = bf16_seconds, calls: list = calls, now=now
+        ) -> None:
             calls.append(dtype)
-            time.sleep(slow if dtype == torch.bfloat16 else 0.005)
+            now[0] += slow if dtype == torch.bfloat16 else 0.005
 
-        ratio = bf16_speedup(step)
+        ratio = precision.bf16_speedup(step)
         assert len(calls) == steps, (bf16_seconds, len(calls))
-        assert ratio == pytest.approx(0.005 / bf16_seconds, rel=0.5)
+        assert ratio == pytest.approx(0.005 / bf16_seconds, rel=1e-9)
 
 
 def test_a_measurement_beside_busy_processes_is_not_kept(monkeypatch) -> None:
