@@ -43,7 +43,7 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy src/planet_torch
 
 unit: $(STAMP)
-	$(VPY) -m pytest -q -n auto --dist loadfile
+	$(VPY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder
 
 test: lint typecheck unit
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,15 +21,17 @@ TIMING = ("seconds", "cost/", "per_second", "machine/")  # wall-clock or machine
 
 
 def planet(
-    *args: str, timeout: float = 300, cwd: Path | None = None
+    *args: str, timeout: float = 300, cwd: Path | None = None, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """``planet ARGS`` in a fresh process, as a user types it."""
+    """``planet ARGS`` in a fresh process, as a user types it (``env``: variables set on top
+    of this process's environment)."""
     return subprocess.run(
         [sys.executable, "-m", "planet_torch.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=cwd,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -136,8 +139,9 @@ def kill_once_written(args: list[str], run: Path, episode: str) -> None:
 
 
 def trained(tmp_path_factory, name: str, args: list[str]) -> Path:
-    """A finished run of ``planet ARGS`` in a fresh folder ``name``."""
+    """A finished run of ``planet ARGS`` in a fresh folder ``name`` (through ``main`` in this
+    process: the runs it is compared with are killed in processes of their own)."""
     run = tmp_path_factory.mktemp("runs") / name
-    result = planet(*args, "--run-dir", str(run))
+    result = planet_here(*args, "--run-dir", str(run))
     assert result.returncode == 0, result.stderr
     return run

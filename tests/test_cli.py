@@ -133,7 +133,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     DDPGTrainer(ddpg_run, root / "ddpg", progress=False).train()
     collect = ["collect", "--preset", "debug", "--task", "cartpole-balance", "--episodes", "1"]
     collect += ["--test-episodes", "0", "--no-video", "--run-dir", str(root / "collected")]
-    assert planet(*collect).returncode == 0
+    assert planet_here(*collect).returncode == 0
     (root / "junk.pt").write_bytes(b"not a checkpoint")
     (root / "a-file").write_text("not a folder")
     return {
@@ -191,7 +191,7 @@ def test_collect_writes_episodes_and_tops_up(tmp_path):
     assert (run / "videos" / "random_episode.mp4").stat().st_size > 1000
     assert (run / "config.json").exists()
     # Running again tops up nothing (already complete) and keeps the files.
-    again = planet(
+    again = planet_here(
         "collect",
         "--preset",
         "debug",

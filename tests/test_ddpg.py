@@ -310,14 +310,18 @@ def test_learns_test_reach_from_states_on_most_seeds(tmp_path):
     instead of 5 did not change that (3 of 8), nor did actor lr 3e-4, critic lr 1e-3 and noise
     0.2 (0 of 8). At 1500 updates 7 of 8; at 2000 updates all 8: 28.1, 30.6, 22.7, 23.1, 17.8,
     19.8, 22.3, 18.8 (mean 22.9, sd 4.4). So 2000 updates; the bar of 10 lies 2.9 sd below
-    their mean, and a majority of three cannot be one unlucky draw."""
-    gains = []
+    their mean, and a majority of three cannot be one unlucky draw. The third seed runs only
+    when the first two disagree: two passes (or two failures) already decide the majority."""
+    gains: list[float] = []
     for seed in range(3):
         run = tmp_path / f"learn{seed}"
         summary = DDPGTrainer(replace(LEARN, seed=seed), run, progress=False).train()
         records = read_metrics(run / "metrics.jsonl")
         random_return = np.mean([r["seed/test_return"] for r in records if "seed/test_return" in r])
         gains.append(summary["test_returns"][-1] - random_return)
+        passed = sum(gain > 10 for gain in gains)
+        if passed >= 2 or len(gains) - passed >= 2:  # the majority of three is decided
+            break
     assert sum(gain > 10 for gain in gains) >= 2, gains
 
 

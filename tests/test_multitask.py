@@ -135,7 +135,7 @@ def test_multi_task_debug_run_trains_on_both_tasks(tmp_path: Path, single_task_e
     scores = json.loads((run / "scores.json").read_text())
     assert set(scores["per_task"]) == {"cartpole-balance", "reacher-easy"}
     assert "cartpole-balance: mean return" in result.stdout
-    result = planet("inspect", "--run-dir", str(run), "--sim-candidates", "8")
+    result = planet_here("inspect", "--run-dir", str(run), "--sim-candidates", "8")
     assert result.returncode == 0 and "RuntimeWarning" not in result.stderr, result.stderr[-2000:]
 
 

@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 
 import pytest
-from run_helpers import assert_same_episodes, assert_same_run, kill_once_written, metrics, planet
+from run_helpers import (
+    assert_same_episodes,
+    assert_same_run,
+    kill_once_written,
+    metrics,
+    planet_here,
+)
 
 from planet_torch.config import DEBUG, override
 from planet_torch.training.loop import Trainer
@@ -30,7 +36,7 @@ BUDGET = [
 @pytest.fixture(scope="module")
 def budget_run(tmp_path_factory) -> tuple[Path, str]:
     run = tmp_path_factory.mktemp("runs") / "budget"
-    result = planet(*BUDGET, "--run-dir", str(run))
+    result = planet_here(*BUDGET, "--run-dir", str(run))
     assert result.returncode == 0, result.stderr
     return run, result.stdout
 
@@ -55,7 +61,7 @@ def test_env_step_budget_run_killed_then_resumed_reaches_the_same_end(budget_run
     run = tmp_path / "killed"
     kill_once_written(BUDGET, run, "000004-len10.npz")
     assert not (run / "scores.json").exists()
-    resumed = planet("train", "--resume", "--run-dir", str(run))
+    resumed = planet_here("train", "--resume", "--run-dir", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(budget_run[0], run)
     a, b = (json.loads((r / "scores.json").read_text()) for r in (budget_run[0], run))
@@ -63,7 +69,9 @@ def test_env_step_budget_run_killed_then_resumed_reaches_the_same_end(budget_run
     machines = json.loads((run / "machines.json").read_text())
     starts = [m["from_updates"] for m in machines]  # the first process, then the resumed one
     assert starts[0] == 0 and len(starts) == 2 and starts[1] in (6, 12), starts
-    again = planet("train", "--resume", "--run-dir", str(run))  # finished and scored: no replay
+    again = planet_here(
+        "train", "--resume", "--run-dir", str(run)
+    )  # finished and scored: no replay
     assert again.returncode == 0 and "final eval" not in again.stdout, again.stderr
 
 

@@ -108,7 +108,7 @@ def test_kill_9_then_resume_continues_exactly(algo, request, tmp_path):
 
     killed_at = load_checkpoint(run / "checkpoints" / "latest.pt")["counters"]["updates"]
     assert 0 < killed_at < 24  # the kill landed mid-run, after a checkpoint
-    resumed = planet("train", "--resume", "--run-dir", str(run))
+    resumed = planet_here("train", "--resume", "--run-dir", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(request.getfixturevalue(reference), run)
 
@@ -125,7 +125,7 @@ def test_one_writer_per_run_folder(tmp_path):
         before = sorted(p.name for p in (run / "train_episodes").iterdir())
         config_bytes = (run / "config.json").read_bytes()  # the refusals rewrite nothing
         live = f"is being written by PID {holder.pid} on "
-        resume = planet("train", "--resume", "--run-dir", str(run))
+        resume = planet_here("train", "--resume", "--run-dir", str(run))
         assert_one_line_error(resume, live, "planet train", "then --resume")
         # the same refusal for a new train and a collect, through `main` in this process
         assert_one_line_error(planet_here(*TRAIN, "--run-dir", str(run)), live)
@@ -144,10 +144,13 @@ def test_one_writer_per_run_folder(tmp_path):
         written = {p.name for p in (run / "train_episodes").iterdir()}
         assert set(before) <= written  # only the holder's own new episodes, in order
         assert sorted(written) == [f"{i:06d}-len10.npz" for i in range(len(written))]
-        # readers work on the live run: plot, eval (once a checkpoint exists), inspect
+        # readers work on the live run (once a checkpoint exists): plot, eval, inspect. The
+        # holder is paused meanwhile (SIGSTOP: it keeps its lock and may stop mid-write), so
+        # that its training does not take a core from the readers; resumed, it must go on.
+        assert wait_for(lambda: (run / "checkpoints" / "latest.pt").exists(), holder)
+        holder.send_signal(signal.SIGSTOP)
         plot = planet_here("plot", str(run), "-o", str(tmp_path / "live.png"))
         assert plot.returncode == 0, plot.stderr
-        assert wait_for(lambda: (run / "checkpoints" / "latest.pt").exists(), holder)
         # in this process, the functions `planet eval` and `planet inspect` call
         from planet_torch.training.evaluate import evaluate
         from planet_torch.training.inspection import inspect_run
@@ -157,11 +160,16 @@ def test_one_writer_per_run_folder(tmp_path):
             run, output=tmp_path / "inspect", horizon=4, planner_steps=(0,), sim_candidates=8
         )
         assert report.exists() and (report.parent / "planner_0000.png").exists()
-        assert holder.poll() is None  # the first run was never disturbed
+        paused_at = len(list((run / "train_episodes").glob("*.npz")))
+        holder.send_signal(signal.SIGCONT)
+        after = run / "train_episodes" / f"{paused_at:06d}-len10.npz"
+        assert wait_for(after.exists, holder)  # the first run was never disturbed: it goes on
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    resumed = planet("train", "--resume", "--run-dir", str(run), "--schedule.total-updates", "3")
+    resumed = planet_here(
+        "train", "--resume", "--run-dir", str(run), "--schedule.total-updates", "3"
+    )
     assert resumed.returncode == 0, resumed.stderr
 
 
@@ -177,7 +185,7 @@ def test_sigint_checkpoints_then_resume_continues_exactly(algo, request, tmp_pat
     assert "checkpoint saved" in out and "--resume" in out
     stopped_at = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["updates"]
     assert stopped_at < 24, "the signal landed after the run's end"
-    resumed = planet("train", "--resume", "--run-dir", str(run))
+    resumed = planet_here("train", "--resume", "--run-dir", str(run))
     assert resumed.returncode == 0, resumed.stderr
     assert_same_run(request.getfixturevalue(reference), run)
 

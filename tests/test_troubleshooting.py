@@ -11,20 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from run_helpers import assert_one_line_error
+from run_helpers import assert_one_line_error, planet, planet_here
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def planet(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "planet_torch.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, **(env or {})},
-        check=False,
-    )
 
 
 @pytest.fixture
@@ -82,14 +71,16 @@ def test_doctor_names_another_python3_on_path(tmp_path):
 
 
 def test_inspect_bad_run_folders_are_one_line_errors(tmp_path):
-    assert_one_line_error(planet("inspect", "--run-dir", str(tmp_path / "nowhere")), "nowhere")
+    nowhere = planet_here("inspect", "--run-dir", str(tmp_path / "nowhere"))
+    assert_one_line_error(nowhere, "nowhere")
     run = tmp_path / "collected"  # a run folder with episodes but no checkpoint
-    collect = planet(
+    collect = planet_here(
         "collect", "--task", "test-reach", "--preset", "debug", "--episodes", "1",
         "--run-dir", str(run),
     )  # fmt: skip
     assert collect.returncode == 0, collect.stderr
-    assert_one_line_error(planet("inspect", "--run-dir", str(run)), "no checkpoint", "train first")
+    no_checkpoint = planet_here("inspect", "--run-dir", str(run))
+    assert_one_line_error(no_checkpoint, "no checkpoint", "train first")
 
 
 @pytest.mark.skipif(
