@@ -27,20 +27,21 @@ def _own_machine_cache(
 # `make test` hands whole files to its two workers (`--dist loadfile`), in the order below
 # (`--no-loadscope-reorder`; xdist would otherwise order files by their number of tests). The
 # files that take longest go first, so that the run ends on short files and neither worker
-# idles while the other finishes a long one. Order measured with `--durations` (session 15,
-# Zen 3, 2 workers): test_training ≈ 440 s of worker time beside two learning runs, then
-# troubleshooting and run_ends ≈ 140 each, ddpg and cli ≈ 125, sweep ≈ 105, multitask ≈ 100,
-# losses ≈ 95, vector ≈ 55; every other file under 40.
+# idles while the other finishes a long one. Seconds per file from `--durations=0` (session 15,
+# Zen 3, 2 workers, quiet; 358 s in all): training 89, sweep 39, multitask 29, run_ends 27, ddpg
+# 27, troubleshooting 26, cli 25, losses 19, vector 15, true_sim 11, any_env 11; the rest ≤ 9.
 LONGEST_FIRST = (
     "test_training.py",
-    "test_troubleshooting.py",
-    "test_run_ends.py",
-    "test_ddpg.py",
-    "test_cli.py",
     "test_sweep.py",
     "test_multitask.py",
+    "test_run_ends.py",
+    "test_ddpg.py",
+    "test_troubleshooting.py",
+    "test_cli.py",
     "test_losses.py",
     "test_vector.py",
+    "test_true_sim.py",
+    "test_any_env.py",
 )
 
 
