@@ -69,9 +69,8 @@ def test_env_step_budget_run_killed_then_resumed_reaches_the_same_end(budget_run
     machines = json.loads((run / "machines.json").read_text())
     starts = [m["from_updates"] for m in machines]  # the first process, then the resumed one
     assert starts[0] == 0 and len(starts) == 2 and starts[1] in (6, 12), starts
-    again = planet_here(
-        "train", "--resume", "--run-dir", str(run)
-    )  # finished and scored: no replay
+    # finished and scored: a further --resume replays nothing
+    again = planet_here("train", "--resume", "--run-dir", str(run))
     assert again.returncode == 0 and "final eval" not in again.stdout, again.stderr
 
 
