@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from run_helpers import planet_here as planet
+from run_helpers import planet_here
 
 from planet_torch.config import DEBUG, override
 from planet_torch.published import published
@@ -59,7 +59,7 @@ def test_results_csvs_table_and_grid(runs, tmp_path):
         "--figure": tmp_path / "grid.png",
     }
     args = [str(a) for kv in paths.items() for a in kv]
-    result = planet("results", *map(str, runs), *args, "--docs", str(docs))
+    result = planet_here("results", *map(str, runs), *args, "--docs", str(docs))
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader(paths["--csv"].open()))
     assert [(r["task"], r["seed"]) for r in rows] == [(TASK, "0"), (TASK, "1")]
@@ -81,7 +81,7 @@ def test_results_csvs_table_and_grid(runs, tmp_path):
     line = next(x for x in text.splitlines() if x.startswith(f"| {TASK} |"))
     assert "| 2 | 27 | 297 | 326 |" in line  # seeds, random, PlaNet and Dreamer at 100k
     # Adding a run again replaces its rows.
-    again = planet("results", str(runs[0]), *args, "--docs", str(docs))
+    again = planet_here("results", str(runs[0]), *args, "--docs", str(docs))
     assert again.returncode == 0, again.stderr
     assert len(list(csv.DictReader(paths["--csv"].open()))) == 2
     assert len(list(csv.DictReader(paths["--curves"].open()))) == 4

@@ -125,9 +125,11 @@ def test_one_writer_per_run_folder(tmp_path):
         before = sorted(p.name for p in (run / "train_episodes").iterdir())
         config_bytes = (run / "config.json").read_bytes()  # the refusals rewrite nothing
         live = f"is being written by PID {holder.pid} on "
+        # every refusal below goes through `main` in this process: a second process beside the
+        # holder, as a user's second terminal
         resume = planet_here("train", "--resume", "--run-dir", str(run))
         assert_one_line_error(resume, live, "planet train", "then --resume")
-        # the same refusal for a new train and a collect, through `main` in this process
+        # the same refusal for a new train and a collect
         assert_one_line_error(planet_here(*TRAIN, "--run-dir", str(run)), live)
         collect = ["collect", "--preset", "debug", "--task", "cartpole-balance"]
         assert_one_line_error(planet_here(*collect, "--run-dir", str(run)), live)
