@@ -3,6 +3,8 @@ in one table (USER_ERRORS): one line, exit 2, nothing written. The table goes th
 own ``main`` in this process (36 fresh interpreters cost a minute of imports); the tests below it
 and test_troubleshooting run real subprocesses, so the entry point itself is covered too."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +235,18 @@ def test_out_of_memory_is_one_line_error(tmp_path):
     )  # fmt: skip
     assert_one_line_error(result, "out of memory", "--data.batch-size")
     assert (run / "train_episodes").is_dir()  # the seed episodes before it are kept
+
+
+def test_closed_pipe_is_quiet():
+    """`planet eval --help | head -3`: the reader closes the pipe before planet writes; planet
+    stops with the shell's closed-pipe status (141) and no traceback."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "planet_torch.cli", "eval", "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    process.stdout.close()  # before the interpreter has imported planet: its first write fails
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141, stderr
+    assert stderr == "", stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import io
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -469,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("planet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `planet ... | head` closed the pipe: stop quietly, as Unix tools do
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, the status a shell shows for a closed pipe
     except (MemoryError, RuntimeError) as error:
         if not _out_of_memory(error):
             raise
@@ -481,6 +485,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's flush at exit does not raise again."""
+    # (no file descriptor to point, as under a test's capture: nothing to silence)
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _out_of_memory(error: BaseException) -> bool:
