@@ -85,6 +85,10 @@ USER_ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         "inspect --run-dir {ref} --checkpoint {junk}",
         ("unreadable",),
     ),
+    "inspect an open loop past the episode's end": (
+        "inspect --run-dir {ref} --open-loop-start 50",
+        ("--open-loop-start 50", "choose 0 to"),
+    ),
     "plot a metric never logged": (
         "plot {ref} --metric test/nothing -o {tmp}/p.png",
         ("no 'test/",),

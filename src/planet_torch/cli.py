@@ -320,6 +320,9 @@ class Inspect:
     """Steps of a fresh episode at which the planner's decision is shown."""
     sim_candidates: int = 100
     """Candidates of the true-simulator planner shown beside it (dm_control tasks)."""
+    open_loop_start: int = 0
+    """Row of the test episode where the 5 context frames begin (0: its first step, where
+    some tasks start from a random pose seen once per episode)."""
 
     def run(self) -> int:
         from planet_torch.training.inspection import inspect_run
@@ -334,6 +337,7 @@ class Inspect:
             self.horizon,
             self.planner_steps,
             self.sim_candidates,
+            open_loop_start=self.open_loop_start,
         )
         print(f"report: {report}  (figures beside it)")
         return 0

@@ -2,10 +2,13 @@
 
 From a run folder's checkpoint, writes a folder of figures and one ``report.html`` showing them:
 
-1. ``open_loop.png`` — a test episode: 5 context frames, then the model's open-loop imagination
-   beside the truth per horizon step, and the per-step image error.
+1. ``open_loop.png`` — a test episode: 5 context frames (from its first step, or from
+   ``--open-loop-start``), then the model's open-loop imagination beside the truth per horizon
+   step, and the per-step image error; with the reconstruction error of the whole episode
+   filtered, so that a start on rare frames (an episode's first steps) is not mistaken for a
+   model that cannot see.
 2. ``rewards.png`` — predicted vs true reward along that episode, closed loop (filtering every
-   frame) and open loop (imagined from the context with the executed actions).
+   frame) and open loop (imagined from the same context with the executed actions).
 3. ``latent.png`` — what the latent knows: R² of a ridge probe from the features to each
    dimension of the simulator state (fit on train episodes, scored on the test episode), and the
    KL(posterior ‖ prior) per latent dimension (which dimensions are used).
@@ -39,7 +42,7 @@ from planet_torch.envs import make_env
 from planet_torch.envs.dmc import DmcEnv
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write, atomic_write_text
-from planet_torch.models import State, WorldModel
+from planet_torch.models import State, WorldModel, postprocess
 from planet_torch.models.latent import kl_normal_per_dim
 from planet_torch.planning.cem import CEMIteration
 from planet_torch.replay import EpisodeDir
@@ -92,24 +95,43 @@ def _savefig(fig: Any, path: Path) -> Path:
 
 
 def _filter(model: WorldModel, episode: Episode, generator: torch.Generator) -> tuple[State, State]:
-    """Posterior and prior states [T+1, 1, ...] of a whole episode."""
+    """Posterior and prior states [T, 1, ...] of a whole episode (T rows)."""
     image = torch.from_numpy(episode.image[:, None])
     action = torch.from_numpy(episode.action[:, None]).to(model.device)
     return model.rssm.observe(model.embed(image, generator), action, generator=generator)
+
+
+def _reconstruction_mse(model: WorldModel, episode: Episode, posterior: State) -> np.ndarray:
+    """Per-step image MSE [T] (pixels in [0, 1]) of the decoded posterior of a whole episode."""
+    features = model.rssm.features(posterior)  # [T, 1, F]
+    errors = []
+    for first in range(0, episode.num_rows, 100):  # 100 frames decoded at a time
+        rows = slice(first, first + 100)
+        frames = postprocess(model.decode(features[rows]), model.cfg.model.image_bits)[:, 0]
+        error = (frames.cpu().numpy().astype(np.float32) - episode.image[rows]) / 255.0
+        errors.append((error**2).mean(axis=(1, 2, 3)))
+    return np.concatenate(errors)
 
 
 # ---- 1 + 2: open loop and rewards ------------------------------------------------------------
 
 
 def _open_loop(
-    model: WorldModel, episode: Episode, horizon: int, out: Path, report: Report, g: Any
+    model: WorldModel,
+    episode: Episode,
+    start: int,
+    horizon: int,
+    filtered_mse: np.ndarray,
+    out: Path,
+    report: Report,
+    g: Any,
 ) -> None:
     import matplotlib.pyplot as plt
 
-    T = min(CONTEXT + horizon, episode.num_rows)
-    truth = episode.image[:T]
+    T = min(CONTEXT + horizon, episode.num_rows - start)  # rows start .. start + T - 1
+    truth = episode.image[start : start + T]
     images = torch.from_numpy(truth[:, None])
-    actions = torch.from_numpy(episode.action[:T, None])
+    actions = torch.from_numpy(episode.action[start : start + T, None])
     predicted = model.open_loop(images, actions, CONTEXT, g)[:, 0].cpu().numpy()
     error = ((predicted.astype(np.float32) - truth.astype(np.float32)) / 255.0) ** 2
     per_step = error.mean(axis=(1, 2, 3))
@@ -125,22 +147,30 @@ def _open_loop(
             if i == 0:
                 ax.set_ylabel(name)
             if row == 0:
-                ax.set_title(f"t={t}" + (" ctx" if t < CONTEXT else ""), fontsize=8)
+                ax.set_title(f"t={start + t}" + (" ctx" if t < CONTEXT else ""), fontsize=8)
     ax = fig.add_subplot(grid[2, :])
-    ax.plot(np.arange(T), per_step, marker=".")
-    ax.axvline(CONTEXT - 0.5, color="grey", linestyle="--", label="end of context")
-    ax.set_xlabel("policy step")
+    steps = np.arange(start, start + T)
+    ax.plot(steps, per_step, marker=".", label="open loop (context, then imagined)")
+    ax.plot(steps, filtered_mse[start : start + T], color="grey", label="filtered every frame")
+    ax.axvline(start + CONTEXT - 0.5, color="grey", linestyle="--", label="end of context")
+    ax.set_xlabel("policy step (row of the episode)")
     ax.set_ylabel("image MSE (pixels in [0,1])")
     ax.legend()
     path = _savefig(fig, out / "open_loop.png")
-    report.numbers["open_loop_mse_context"] = float(per_step[:CONTEXT].mean())
-    report.numbers["open_loop_mse_imagined"] = float(per_step[CONTEXT:].mean())
+    report.numbers |= {
+        "open_loop_start": start,
+        "open_loop_mse_context": float(per_step[:CONTEXT].mean()),
+        "open_loop_mse_imagined": float(per_step[CONTEXT:].mean()),
+        "filtered_mse_episode": float(filtered_mse.mean()),
+    }
     report.add(
         "Open-loop prediction",
         path,
-        f"{CONTEXT} context frames are filtered (reconstructions), then the model imagines "
-        f"{T - CONTEXT} policy steps from the executed actions alone. Mean image MSE: "
-        f"{per_step[:CONTEXT].mean():.4f} in the context, {per_step[CONTEXT:].mean():.4f} imagined.",
+        f"{CONTEXT} context frames from step {start} are filtered (reconstructions), then the "
+        f"model imagines {T - CONTEXT} policy steps from the executed actions alone. Mean image "
+        f"MSE: {per_step[:CONTEXT].mean():.4f} in the context, {per_step[CONTEXT:].mean():.4f} "
+        f"imagined; {filtered_mse.mean():.4f} over all {episode.num_rows} steps of the episode "
+        "filtered (reconstructions of every frame; --open-loop-start moves the context).",
     )
 
 
@@ -148,6 +178,7 @@ def _rewards(
     model: WorldModel,
     episode: Episode,
     posterior: State,
+    start: int,
     horizon: int,
     out: Path,
     report: Report,
@@ -156,28 +187,29 @@ def _rewards(
     import matplotlib.pyplot as plt
 
     closed = model.reward_head(model.rssm.features(posterior))[:, 0].cpu().numpy()
-    T = min(CONTEXT + horizon, episode.num_rows)
-    action = torch.from_numpy(episode.action[:T, None]).to(model.device)
-    last = posterior.map(lambda x: x[CONTEXT - 1])
-    prior = model.rssm.imagine(action[CONTEXT:], last, g)
+    branch = start + CONTEXT  # first imagined row: from the posterior at branch - 1
+    end = min(start + CONTEXT + horizon, episode.num_rows)
+    action = torch.from_numpy(episode.action[branch:end, None]).to(model.device)
+    last = posterior.map(lambda x: x[branch - 1])
+    prior = model.rssm.imagine(action, last, g)
     opened = model.reward_head(model.rssm.features(prior))[:, 0].cpu().numpy()
     true = episode.reward
     fig, ax = plt.subplots(figsize=(9, 3.2))
     ax.plot(true, label="true reward", color="black", linewidth=2)
     ax.plot(closed, label="predicted, closed loop (filtered)")
-    ax.plot(np.arange(CONTEXT, T), opened, label=f"predicted, open loop from t={CONTEXT}")
+    ax.plot(np.arange(branch, end), opened, label=f"predicted, open loop from t={branch}")
     ax.set_xlabel("policy step (row of the episode)")
     ax.set_ylabel("reward per policy step")
     ax.legend(fontsize=8)
     path = _savefig(fig, out / "rewards.png")
     closed_err = float(np.abs(closed[1:] - true[1:]).mean())
-    open_err = float(np.abs(opened - true[CONTEXT:T]).mean())
+    open_err = float(np.abs(opened - true[branch:end]).mean())
     report.numbers |= {"reward_mae_closed": closed_err, "reward_mae_open": open_err}
     report.add(
         "Reward prediction along a test episode",
         path,
         f"Mean absolute error per policy step: {closed_err:.3f} closed loop, "
-        f"{open_err:.3f} open loop over {T - CONTEXT} imagined steps. The planner sees only the "
+        f"{open_err:.3f} open loop over {end - branch} imagined steps. The planner sees only the "
         "open-loop kind.",
     )
 
@@ -434,6 +466,7 @@ def inspect_run(
     planner_steps: tuple[int, ...] = (0, 20, 60),
     sim_candidates: int = 100,
     sim_iterations: int = 4,
+    open_loop_start: int = 0,
 ) -> Path:
     """Write the figures and report.html; returns the report's path."""
     torch_device = resolve_device(device)
@@ -446,6 +479,16 @@ def inspect_run(
     train = [e for e in (train_dir.load(p) for p in trains[-5:]) if e is not None]
     if test is None:
         raise UserError(f"{tests[-1]} could not be read")
+    if test.num_rows <= CONTEXT:
+        raise UserError(
+            f"the test episode {tests[-1].name} has {test.num_rows} steps: too short to inspect "
+            f"({CONTEXT} context steps and at least one imagined)"
+        )
+    if not 0 <= open_loop_start <= test.num_rows - CONTEXT - 1:
+        raise UserError(
+            f"--open-loop-start {open_loop_start} is outside the test episode {tests[-1].name} "
+            f"({test.num_rows} steps): choose 0 to {test.num_rows - CONTEXT - 1}"
+        )
     probe = test.state.shape[-1] if test.state is not None else 0
     model = trained_world_model(cfg, state, test.action.shape[-1], probe, torch_device)
     updates = state["counters"]["updates"]
@@ -458,9 +501,10 @@ def inspect_run(
     report.numbers |= {"task": cfg.task, "updates": updates, "test_episode": tests[-1].name}
     g = counter_generator(torch_device, cfg.seed, 777)
     with torch.inference_mode():
-        _open_loop(model, test, horizon, out, report, g)
         filtered = _filter(model, test, g)  # posterior and prior of the test episode, once
-        _rewards(model, test, filtered[0], horizon, out, report, g)
+        filtered_mse = _reconstruction_mse(model, test, filtered[0])
+        _open_loop(model, test, open_loop_start, horizon, filtered_mse, out, report, g)
+        _rewards(model, test, filtered[0], open_loop_start, horizon, out, report, g)
         _latent(model, train, test, filtered, out, report, g)
     if cfg.algo == "dreamer":
         with torch.inference_mode():
