@@ -7,16 +7,24 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from model_helpers import blob_batch, gen, make, one_thread  # noqa: F401 (one_thread: fixture)
+from model_helpers import (  # noqa: F401 (one_thread: a fixture)
+    blob_batch,
+    gen,
+    make,
+    one_thread,
+    tiny,
+)
 
 from planet_torch.models import postprocess
 from planet_torch.replay.episodes import Episode
 from planet_torch.training.inspection import (
     CONTEXT,
+    DRIFT_STRIDE,
     Report,
     _filter,
     _open_loop,
     _reconstruction_mse,
+    _reward_drift,
 )
 
 
@@ -25,7 +33,7 @@ def _episode(rows: int, seed: int) -> Episode:
     return Episode(
         image=batch["image"][:, 0].numpy(),
         action=batch["action"][:, 0].numpy(),
-        reward=batch["reward"][:, 0].numpy().astype(np.float32) * 0,
+        reward=np.concatenate([[0.0], batch["reward"][1:, 0].numpy()]).astype(np.float32),
         discount=batch["discount"][:, 0].numpy(),
     )
 
@@ -76,3 +84,29 @@ def test_whole_episode_reconstruction_error_in_chunks():
             error = (frame[0, 0].numpy().astype(np.float32) - episode.image[t]) / 255.0
             assert np.isclose(per_step[t], (error**2).mean(), rtol=1e-5), t
     assert per_step.shape == (250,) and CONTEXT < 250
+
+
+def test_reward_drift_imagines_the_rows_after_each_start(tmp_path):
+    """The drift curve's error k decisions ahead is the mean, over starts every DRIFT_STRIDE
+    rows, of one rollout per start from its filtered state with the episode's next actions
+    (a deterministic model, so each rollout can be replayed alone)."""
+    model = make(tiny(model={"mean_only": True})).eval()
+    episode = _episode(40, seed=4)
+    H = 6
+    report = Report("t")
+    with torch.inference_mode():
+        posterior, _ = _filter(model, episode, gen(5))
+        _reward_drift(model, episode, posterior, H, 4, tmp_path, report, gen(6))
+        errors = []
+        for start in range(CONTEXT - 1, episode.num_rows - H, DRIFT_STRIDE):
+            action = torch.from_numpy(episode.action[start + 1 : start + 1 + H, None])
+            prior = model.rssm.imagine(action, posterior.map(lambda x, s=start: x[s]), gen(9))
+            reward = model.reward_head(model.rssm.features(prior))[:, 0].numpy()
+            errors.append(np.abs(reward - episode.reward[start + 1 : start + 1 + H]))
+    expected = np.mean(errors, axis=0)
+    assert len(errors) == 6  # starts 4, 9, .., 29: the last one imagines rows 30-35 of 0-39
+    np.testing.assert_allclose(report.numbers["reward_drift_mae"], expected, rtol=1e-5)
+    constant = report.numbers["reward_mae_constant"]
+    worse = [k for k in range(H) if expected[k] >= constant]
+    assert report.numbers["reward_trusted_decisions"] == (worse[0] if worse else H)
+    assert (tmp_path / "reward_drift.png").exists()

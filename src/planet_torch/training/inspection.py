@@ -8,7 +8,10 @@ From a run folder's checkpoint, writes a folder of figures and one ``report.html
    filtered, so that a start on rare frames (an episode's first steps) is not mistaken for a
    model that cannot see.
 2. ``rewards.png`` — predicted vs true reward along that episode, closed loop (filtering every
-   frame) and open loop (imagined from the same context with the executed actions).
+   frame) and open loop (imagined from the same context with the executed actions);
+   ``reward_drift.png`` — how far ahead the imagined reward can be trusted: its error k
+   decisions after the last filtered frame, averaged over starts all along the episode, beside
+   the filtered error, a constant guess's error, and the planner's horizon.
 3. ``latent.png`` — what the latent knows: R² of a ridge probe from the features to each
    dimension of the simulator state (fit on train episodes, scored on the test episode), and the
    KL(posterior ‖ prior) per latent dimension (which dimensions are used).
@@ -211,6 +214,74 @@ def _rewards(
         f"Mean absolute error per policy step: {closed_err:.3f} closed loop, "
         f"{open_err:.3f} open loop over {end - branch} imagined steps. The planner sees only the "
         "open-loop kind.",
+    )
+
+
+DRIFT_STRIDE = 5
+"""Rows between the starts of the imagined rollouts of the reward-drift figure."""
+
+
+def _reward_drift(
+    model: WorldModel,
+    episode: Episode,
+    posterior: State,
+    horizon: int,
+    planning_horizon: int,
+    out: Path,
+    report: Report,
+    g: Any,
+    planner: str = "the planner",
+) -> None:
+    """Open-loop reward error by imagined step k = 1..H, over starts every DRIFT_STRIDE rows;
+    ``planning_horizon``: how far ``planner`` (CEM, or Dreamer's actor) looks ahead."""
+    import matplotlib.pyplot as plt
+
+    H = min(horizon, episode.num_rows - CONTEXT)  # rows CONTEXT .. are imagined at least once
+    starts = np.arange(CONTEXT - 1, episode.num_rows - H, DRIFT_STRIDE)  # last filtered row
+    rows = starts[None, :] + np.arange(1, H + 1)[:, None]  # [H, N]: the rows imagined
+    action = torch.from_numpy(episode.action[rows]).to(model.device)  # [H, N, A]
+    start = posterior.map(lambda x: x[torch.from_numpy(starts).to(x.device), 0])  # [N, ...]
+    prior = model.rssm.imagine(action, start, g)
+    opened = model.reward_head(model.rssm.features(prior)).cpu().numpy()  # [H, N]
+    true = episode.reward
+    per_step = np.abs(opened - true[rows]).mean(axis=1)  # [H]
+    closed = model.reward_head(model.rssm.features(posterior))[:, 0].cpu().numpy()
+    filtered = float(np.abs(closed[1:] - true[1:]).mean())
+    constant = float(np.abs(true[1:] - np.median(true[1:])).mean())  # the best constant's MAE
+    beyond = np.flatnonzero(per_step >= constant)
+    trusted = int(beyond[0]) if beyond.size else H  # decisions before it is no better
+    if constant == 0.0:  # e.g. a cup-catch episode that never caught the ball
+        verdict = (
+            "The test episode's reward never changes, so a constant guess is exact: this "
+            "episode cannot show how far ahead the reward holds (inspect a later run); "
+        )
+    elif trusted < H:
+        verdict = f"From {trusted + 1} decisions ahead on it is no better than the constant guess; "
+    else:
+        verdict = f"It stays better than the constant guess for all {H}; "
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.plot(np.arange(1, H + 1), per_step, marker=".", label="imagined (open loop)")
+    ax.axhline(filtered, color="tab:green", linestyle=":", label="filtered (closed loop)")
+    ax.axhline(constant, color="black", linestyle="--", label="a constant guess (the median)")
+    ax.axvline(planning_horizon, color="grey", label=f"planning horizon ({planning_horizon})")
+    ax.set_xlabel("decisions imagined after the last filtered frame")
+    ax.set_ylabel("|predicted - true reward|")
+    ax.set_title(f"reward error, mean over {len(starts)} starts of the test episode", fontsize=9)
+    ax.legend(fontsize=8)
+    path = _savefig(fig, out / "reward_drift.png")
+    report.numbers |= {
+        "reward_drift_mae": [float(v) for v in per_step],
+        "reward_mae_constant": constant,
+        "reward_trusted_decisions": trusted,
+    }
+    report.add(
+        "How far ahead the imagined reward holds",
+        path,
+        f"Imagined from {len(starts)} starts along the test episode, the reward error is "
+        f"{per_step[0]:.3f} one decision ahead and {per_step[-1]:.3f} after {H} (filtered: "
+        f"{filtered:.3f}; a constant guess: {constant:.3f}). "
+        + verdict
+        + f"{planner} looks {planning_horizon} ahead.",
     )
 
 
@@ -505,6 +576,11 @@ def inspect_run(
         filtered_mse = _reconstruction_mse(model, test, filtered[0])
         _open_loop(model, test, open_loop_start, horizon, filtered_mse, out, report, g)
         _rewards(model, test, filtered[0], open_loop_start, horizon, out, report, g)
+        if cfg.algo == "dreamer":
+            ahead, planner = cfg.dreamer.horizon, "the actor's imagination"
+        else:
+            ahead, planner = cfg.planner.horizon, "the planner"
+        _reward_drift(model, test, filtered[0], horizon, ahead, out, report, g, planner)
         _latent(model, train, test, filtered, out, report, g)
     if cfg.algo == "dreamer":
         with torch.inference_mode():
