@@ -223,7 +223,9 @@ class ModelConfig:
     compute_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     """Encoder/decoder precision (autocast); RSSM, log-probs, KL stay float32. ``auto``: bfloat16
     on a CPU where the convs measure >= 1.2x faster in it (e.g. avx512_bf16), else float32; the
-    losses match float32's (tested). Original: float32."""
+    losses match float32's (tested). Original: float32. On an Ampere-or-newer NVIDIA GPU,
+    PyTorch's cuDNN computes float32 convolutions in TF32 by default, and planet-torch leaves it
+    so (faster; a 10-bit mantissa inside the convs): docs/original.md."""
 
 
 @dataclass(frozen=True)
@@ -249,7 +251,8 @@ class LossConfig:
     overshooting_reward_scale: float = 0.0
     """Weight of the reward NLL on overshooting priors."""
     global_kl_scale: float = 0.0
-    """Weight of KL(posterior ‖ N(0, I)) (original: 0)."""
+    """Weight of KL(posterior ‖ N(0, I)) (original: 0; at HEAD a non-zero value fails there, the
+    camera-ready code computed this same term)."""
 
 
 @dataclass(frozen=True)
@@ -322,11 +325,13 @@ class ScheduleConfig:
     """Stop (with a checkpoint) after this much wall-clock time; None = no limit."""
     max_env_steps: int | None = None
     """Env-step budget: stop once train_episodes/ hold this many env steps (simulator steps,
-    each policy step counted as action_repeat; seed episodes included, as the papers count them: DMC-100k = 100 000), with a test phase at
-    the budget. None = no budget. A run ends at whichever limit it reaches first."""
+    each policy step counted as action_repeat; seed episodes included, as the papers count them:
+    DMC-100k = 100 000), with a test phase at the budget. None = no budget. A run ends at
+    whichever limit it reaches first."""
     final_eval_episodes: int = 10
     """Noise-free episodes the final model plays when a run reaches its end (``planet eval``,
-    written to scores.json): the run's score, as the papers report it (10 per seed); 0 = none."""
+    written to scores.json): the run's score, as the papers report it (10 per seed); 0 = none.
+    The original code plays no such eval: its only score is each test phase's one episode."""
 
 
 @dataclass(frozen=True)

@@ -443,8 +443,10 @@ class WorldModelTrainer:
 
     TF's Adam adds its epsilon to sqrt(v) *before* bias correction ("ε-hat"). Torch adds it
     after, so each update sets torch's eps to ``adam_eps / sqrt(1 - β2^t)``, which makes the
-    two updates identical. The norm is clipped over the model's gradients; the state probe
-    (its own objective and optimiser in the original) is clipped on its own.
+    two updates identical. The norm is clipped over the model's gradients; the state probe has
+    its own Adam parameter group and is clipped on its own (the original at HEAD trains its
+    per-component state heads inside the one objective, behind a stop-gradient, under the same
+    global clip; the camera-ready code gave them their own optimiser).
     """
 
     def __init__(self, model: WorldModel, cfg: OptimConfig | None = None) -> None:
