@@ -1,6 +1,7 @@
 """Benchmark results: CSV rows of scored runs, the table, the 2 × 3 grid and the demo's figure."""
 
 import csv
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +9,8 @@ import pytest
 from matplotlib.image import imread
 from run_helpers import planet_here
 
-from planet_torch.config import DEBUG, override
+from planet_torch import cli
+from planet_torch.config import CPU, DEBUG, override, preset
 from planet_torch.published import published
 from planet_torch.training.plot import plot_runs
 from planet_torch.training.results import (
@@ -158,6 +160,19 @@ def test_random_policy_row_and_command():
     assert reproduce_command(override(DEBUG, algo="dreamer", **changed)).endswith(
         "--seed 0 --algo dreamer --dreamer.units 7"
     )
+    # the command a row records is one the CLI takes, and it rebuilds the run's config
+    # (booleans are --flag / --no-flag, None is None): a run on exact frames, session 17
+    changed = {
+        "env": {"exact_render": True},
+        "planner": {"warm_start": False, "horizon": 15},
+        "loss": {"free_nats": 2.5},
+        "schedule": {"max_env_steps": None},
+    }
+    run_cfg = override(CPU, task="cheetah-run", seed=1, **changed)
+    args = shlex.split(reproduce_command(run_cfg))[1:]
+    assert "--env.exact-render" in args and "--planner.no-warm-start" in args
+    peek, _ = cli._tyro(cli._Peek, args, return_unknown_args=True, add_help=False)
+    assert cli._tyro(cli._commands(preset(peek.preset), peek.preset), args).config == run_cfg
     assert published("cup-catch", 100_000) == [
         ("PlaNet", 100_000, 0.0),
         ("Dreamer", 100_000, 246.0),

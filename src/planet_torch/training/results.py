@@ -110,8 +110,13 @@ def _scored_command(cfg: Config, scores: dict[str, Any]) -> str:
 
 
 def _flag(key: str, value: Any) -> str:
-    """``--section.field-name VALUE`` of a flattened config key, as the CLI reads it."""
-    return f"--{key.replace('_', '-')} {_flag_value(value)}"
+    """``--section.field-name VALUE`` of a flattened config key, as the CLI reads it; a boolean
+    is ``--section.field-name`` or ``--section.no-field-name``."""
+    name = key.replace("_", "-")
+    if isinstance(value, bool):
+        section, _, field = name.rpartition(".")
+        return f"--{section + '.' if section else ''}{'' if value else 'no-'}{field}"
+    return f"--{name} {_flag_value(value)}"
 
 
 def _flag_value(value: Any) -> str:
