@@ -620,7 +620,8 @@ CPU = override(
     # = 0.8 s of simulated time on cheetah/finger, 1 s on walker, 1.6 s on cartpole/cup/reacher).
     # The fast renderer: 6-11× faster frames, the same bodies, a different floor and background
     # (0.75-25 grey levels from physics.render on average by task: EnvConfig.exact_render);
-    # every cpu-preset result (BENCHMARKS.md, docs/results/) was learnt on its frames.
+    # every cpu-preset result (BENCHMARKS.md, docs/results/) was learnt on its frames. On exact
+    # frames cheetah-run seed 1 scored 181 (fast frames: 88-209 over seeds 0-2; session 17).
     env={"exact_render": False},
     data={"batch_size": 16, "chunk_length": 32},
     model={
