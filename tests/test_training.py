@@ -237,6 +237,7 @@ def test_inspect_writes_a_report_of_real_figures(reference, tmp_path):
     expected = {
         "open_loop.png",
         "rewards.png",
+        "reward_drift.png",
         "latent.png",
         "planner_0000.png",
         "planner_0003.png",
@@ -249,6 +250,7 @@ def test_inspect_writes_a_report_of_real_figures(reference, tmp_path):
         assert imread(out / name).std() > 0.02, f"{name} is blank"
     numbers = json.loads(report.split("<pre>")[1].split("</pre>")[0].replace("&quot;", '"'))
     assert len(numbers["state_r2"]) == 5 and len(numbers["kl_per_dim"]) == 4  # cartpole, debug
+    assert len(numbers["reward_drift_mae"]) == 4  # --horizon 4 decisions imagined
     assert "true-simulator planner" in report  # cartpole is a dm_control task: shown beside
 
 
