@@ -96,7 +96,7 @@ def test_reward_drift_imagines_the_rows_after_each_start(tmp_path):
     report = Report("t")
     with torch.inference_mode():
         posterior, _ = _filter(model, episode, gen(5))
-        _reward_drift(model, episode, posterior, H, 4, tmp_path, report, gen(6))
+        _reward_drift(model, episode, posterior, H, 4, 0.1, tmp_path, report, gen(6))
         errors = []
         for start in range(CONTEXT - 1, episode.num_rows - H, DRIFT_STRIDE):
             action = torch.from_numpy(episode.action[start + 1 : start + 1 + H, None])

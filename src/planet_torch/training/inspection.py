@@ -186,7 +186,8 @@ def _rewards(
     out: Path,
     report: Report,
     g: Any,
-) -> None:
+) -> float:
+    """The figure and numbers of predicted vs true reward; returns the closed-loop error."""
     import matplotlib.pyplot as plt
 
     closed = model.reward_head(model.rssm.features(posterior))[:, 0].cpu().numpy()
@@ -215,6 +216,7 @@ def _rewards(
         f"{open_err:.3f} open loop over {end - branch} imagined steps. The planner sees only the "
         "open-loop kind.",
     )
+    return closed_err
 
 
 DRIFT_STRIDE = 5
@@ -227,13 +229,15 @@ def _reward_drift(
     posterior: State,
     horizon: int,
     planning_horizon: int,
+    filtered: float,
     out: Path,
     report: Report,
     g: Any,
     planner: str = "the planner",
 ) -> None:
     """Open-loop reward error by imagined step k = 1..H, over starts every DRIFT_STRIDE rows;
-    ``planning_horizon``: how far ``planner`` (CEM, or Dreamer's actor) looks ahead."""
+    ``planning_horizon``: how far ``planner`` (CEM, or Dreamer's actor) looks ahead;
+    ``filtered``: the closed-loop error along the same episode (from :func:`_rewards`)."""
     import matplotlib.pyplot as plt
 
     H = min(horizon, episode.num_rows - CONTEXT)  # rows CONTEXT .. are imagined at least once
@@ -245,8 +249,6 @@ def _reward_drift(
     opened = model.reward_head(model.rssm.features(prior)).cpu().numpy()  # [H, N]
     true = episode.reward
     per_step = np.abs(opened - true[rows]).mean(axis=1)  # [H]
-    closed = model.reward_head(model.rssm.features(posterior))[:, 0].cpu().numpy()
-    filtered = float(np.abs(closed[1:] - true[1:]).mean())
     constant = float(np.abs(true[1:] - np.median(true[1:])).mean())  # the best constant's MAE
     beyond = np.flatnonzero(per_step >= constant)
     trusted = int(beyond[0]) if beyond.size else H  # decisions before it is no better
@@ -575,12 +577,12 @@ def inspect_run(
         filtered = _filter(model, test, g)  # posterior and prior of the test episode, once
         filtered_mse = _reconstruction_mse(model, test, filtered[0])
         _open_loop(model, test, open_loop_start, horizon, filtered_mse, out, report, g)
-        _rewards(model, test, filtered[0], open_loop_start, horizon, out, report, g)
+        closed_err = _rewards(model, test, filtered[0], open_loop_start, horizon, out, report, g)
         if cfg.algo == "dreamer":
             ahead, planner = cfg.dreamer.horizon, "the actor's imagination"
         else:
             ahead, planner = cfg.planner.horizon, "the planner"
-        _reward_drift(model, test, filtered[0], horizon, ahead, out, report, g, planner)
+        _reward_drift(model, test, filtered[0], horizon, ahead, closed_err, out, report, g, planner)
         _latent(model, train, test, filtered, out, report, g)
     if cfg.algo == "dreamer":
         with torch.inference_mode():
