@@ -10,7 +10,7 @@ from matplotlib.image import imread
 from run_helpers import planet_here
 
 from planet_torch import cli
-from planet_torch.config import CPU, DEBUG, override, preset
+from planet_torch.config import CPU, DEBUG, override
 from planet_torch.published import published
 from planet_torch.training.plot import plot_runs
 from planet_torch.training.results import (
@@ -171,8 +171,7 @@ def test_random_policy_row_and_command():
     run_cfg = override(CPU, task="cheetah-run", seed=1, **changed)
     args = shlex.split(reproduce_command(run_cfg))[1:]
     assert "--env.exact-render" in args and "--planner.no-warm-start" in args
-    peek, _ = cli._tyro(cli._Peek, args, return_unknown_args=True, add_help=False)
-    assert cli._tyro(cli._commands(preset(peek.preset), peek.preset), args).config == run_cfg
+    assert cli.parse(args).config == run_cfg
     assert published("cup-catch", 100_000) == [
         ("PlaNet", 100_000, 0.0),
         ("Dreamer", 100_000, 246.0),

@@ -452,22 +452,27 @@ def _tyro(kind: Any, args: Sequence[str], **kwargs: Any) -> Any:
         raise UserError(f"{_one_line(captured.getvalue())} (see planet --help)") from None
 
 
+def parse(args: Sequence[str]) -> Any:
+    """The command object ``planet ARGS`` runs (its defaults: the preset, or a resumed run's
+    config); a user's mistake raises :class:`UserError`."""
+    peek, _ = _tyro(_Peek, args, return_unknown_args=True, add_help=False)
+    defaults = preset(peek.preset)
+    if peek.resume and peek.run_dir is not None:
+        # A resumed run starts from its own config; flags may still change resumable fields.
+        from planet_torch.training.run_dir import RunDir
+
+        defaults = RunDir(peek.run_dir).load_config()
+    return _tyro(
+        _commands(defaults, peek.preset),
+        args,
+        description="PlaNet in plain PyTorch: train, plan, evaluate, explain. Headless.",
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        peek, _ = _tyro(_Peek, args, return_unknown_args=True, add_help=False)
-        defaults = preset(peek.preset)
-        if peek.resume and peek.run_dir is not None:
-            # A resumed run starts from its own config; flags may still change resumable fields.
-            from planet_torch.training.run_dir import RunDir
-
-            defaults = RunDir(peek.run_dir).load_config()
-        command = _tyro(
-            _commands(defaults, peek.preset),
-            args,
-            description="PlaNet in plain PyTorch: train, plan, evaluate, explain. Headless.",
-        )
-        return int(command.run() or 0)
+        return int(parse(args).run() or 0)
     except UserError as error:
         print(f"planet: error: {error}", file=sys.stderr)
         return 2
