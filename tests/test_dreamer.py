@@ -13,6 +13,7 @@ from run_helpers import assert_same_run
 
 from planet_torch.agents.dreamer import Actor, DreamerLearner, lambda_return
 from planet_torch.config import DEBUG, DreamerConfig, override
+from planet_torch.errors import UserError
 from planet_torch.models import WorldModel
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.dreamer_loop import DreamerTrainer
@@ -139,3 +140,37 @@ def test_a_debug_run_trains_evaluates_and_resumes_exactly(tmp_path: Path) -> Non
         trainer.train()
     DreamerTrainer(RUN, crashed, resume=True, progress=False).train()
     assert_same_run(reference, crashed)
+
+
+def test_soft_returns_pull_a_saturated_actor_off_its_bound() -> None:
+    """An actor locked near a = +1 (pre-tanh mean 4.9 of the bound 5, std 0.05) gets almost
+    no gradient from the returns (tanh′ ≈ 2e-4): the lock seen on cartpole-swingup. With
+    ``entropy_scale`` > 0 the log density's gradient, largest where tanh′ vanishes, pulls the
+    mean back; at 0 (the original) nothing does."""
+    torch.manual_seed(0)
+    model = WorldModel(RUN, action_size=1)
+    posterior = model.rssm.observe(
+        torch.randn(5, 3, model.encoder.embed_size), torch.randn(5, 3, 1)
+    )[0]
+    features = model.rssm.features(posterior.detach()).reshape(-1, model.feature_size)
+    result = {}
+    for scale in (0.0, 0.1):
+        torch.manual_seed(1)
+        cfg = override(RUN, dreamer={**SMALL, "entropy_scale": scale}).dreamer
+        learner = DreamerLearner(model, cfg)
+        last = learner.actor.net[-1]
+        with torch.no_grad():  # mean 5·tanh(11.5 / 5) = 4.90; std softplus(-8 + 4.99) = 0.049
+            last.weight.zero_()
+            last.bias.copy_(torch.tensor([11.5, -8.0]))
+        before = learner.actor(features)[0].mean().item()
+        metrics = learner.update(posterior, torch.Generator().manual_seed(2))
+        after = learner.actor(features)[0].mean().item()
+        result[scale] = (metrics["actor_grad_norm"], before - after)
+    (locked_norm, _), (soft_norm, soft_move) = result[0.0], result[0.1]
+    assert soft_norm > 100 * locked_norm, result
+    assert soft_move > 0, result  # the mean moved away from the bound
+
+
+def test_negative_entropy_scale_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"dreamer\.entropy-scale"):
+        override(RUN, dreamer={"entropy_scale": -0.1}).validate()

@@ -63,9 +63,16 @@ class Actor(nn.Module):
 
     def sample(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A reparameterised sample tanh(mean + std·ε): gradients reach the actor through it."""
+        return self.sample_with_log_prob(features, generator)[0]
+
+    def sample_with_log_prob(
+        self, features: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """A reparameterised sample [..., A] and its log density [...], both differentiable."""
         mean, std = self(features)
         eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        return torch.tanh(mean + std * eps)
+        pre_tanh = mean + std * eps
+        return torch.tanh(pre_tanh), self.log_prob(pre_tanh, mean, std)
 
     def log_prob(self, pre_tanh: Tensor, mean: Tensor, std: Tensor) -> Tensor:
         """log density of tanh(pre_tanh) [..., A] -> [...]: the Gaussian's, minus the log
@@ -170,13 +177,23 @@ class DreamerLearner:
     def imagine(self, start: State, generator: torch.Generator | None) -> Tensor:
         """Features [H, N, F] of H imagined steps from ``start`` [N, ...], actions from the
         actor (on detached features), states from the world model's prior."""
-        rssm, states = self.model.rssm, []
+        return self.imagine_with_log_prob(start, generator)[0]
+
+    def imagine_with_log_prob(
+        self, start: State, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`imagine`'s features [H, N, F] and the log densities [H, N] of the actions
+        taken: row k is log π(a_k | s_k), the action that led to features[k]."""
+        rssm, states, log_probs = self.model.rssm, [], []
         state = start
         for _ in range(self.cfg.horizon):
-            action = self.actor.sample(rssm.features(state).detach(), generator)
+            action, log_prob = self.actor.sample_with_log_prob(
+                rssm.features(state).detach(), generator
+            )
             state = rssm.img_step(state, action, generator)
             states.append(state)
-        return rssm.features(State.stack(states))
+            log_probs.append(log_prob)
+        return rssm.features(State.stack(states)), torch.stack(log_probs)
 
     def update(self, posterior: State, generator: torch.Generator | None) -> dict[str, float]:
         """One actor and one value step from posterior states [T, B, ...] (detached here)."""
@@ -184,10 +201,12 @@ class DreamerLearner:
         start = posterior.detach().map(lambda x: x.reshape(-1, x.shape[-1]))  # [T·B, ...]
         self.actor.train()
         with frozen(self.model, self.value):  # the actor's loss trains the actor alone
-            features = self.imagine(start, generator)  # [H, N, F]
+            features, log_prob = self.imagine_with_log_prob(start, generator)  # [H, N, F], [H, N]
             reward = self.model.reward_head(features)  # [H, N]
             value = self.value(features)  # [H, N]
-            returns = lambda_return(reward[:-1], value[:-1], cfg.discount, value[-1], cfg.lambda_)
+            # Soft returns (entropy_scale > 0): each reward minus η·log π(a_k | s_k).
+            soft = reward - cfg.entropy_scale * log_prob if cfg.entropy_scale else reward
+            returns = lambda_return(soft[:-1], value[:-1], cfg.discount, value[-1], cfg.lambda_)
             weight = cfg.discount ** torch.arange(returns.shape[0], device=returns.device)
             actor_loss = -(weight[:, None] * returns).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
