@@ -424,10 +424,10 @@ class DreamerConfig:
     """Soft returns: each imagined reward minus ``entropy_scale`` · log π(a | s) of the action
     taken (0 = the original, which has no such term). The tanh-Gaussian's log density holds
     −log(1 − a²), which grows without bound as |a| → 1, so this pulls an actor off its bounds
-    exactly where the gradient through the tanh vanishes. On cartpole-swingup at action repeat 2 the original's
-    actor locked at a bound within 225 updates and stayed (75 at 100k env steps); a 20k-step
-    probe at 0.1 stayed unsaturated (BENCHMARKS.md, Dreamer, session 18). Not yet run to 100k,
-    so no preset sets it."""
+    exactly where the gradient through the tanh vanishes. On cartpole-swingup at action repeat
+    2 the original's actor locked at a bound within 225 updates and stayed (75 at 100k env
+    steps); a 20k-step probe at 0.1 stayed unsaturated (BENCHMARKS.md, Dreamer, session 18).
+    Not yet run to 100k, so no preset sets it."""
 
 
 @dataclass(frozen=True)

@@ -61,17 +61,23 @@ class Actor(nn.Module):
         mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
         return mean, F.softplus(std + self.raw_init_std) + self.min_std
 
+    def _draw(
+        self, features: Tensor, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One reparameterised pre-tanh sample mean + std·ε [..., A], with mean and std."""
+        mean, std = self(features)
+        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        return mean + std * eps, mean, std
+
     def sample(self, features: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """A reparameterised sample tanh(mean + std·ε): gradients reach the actor through it."""
-        return self.sample_with_log_prob(features, generator)[0]
+        return torch.tanh(self._draw(features, generator)[0])
 
     def sample_with_log_prob(
         self, features: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
         """A reparameterised sample [..., A] and its log density [...], both differentiable."""
-        mean, std = self(features)
-        eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-        pre_tanh = mean + std * eps
+        pre_tanh, mean, std = self._draw(features, generator)
         return torch.tanh(pre_tanh), self.log_prob(pre_tanh, mean, std)
 
     def log_prob(self, pre_tanh: Tensor, mean: Tensor, std: Tensor) -> Tensor:
@@ -104,9 +110,7 @@ class Actor(nn.Module):
           the actor passes through: about 0.16 at the init (std 5), near 0 once the actor sits
           at ±1 and can no longer learn (the saturation seen on cartpole-swingup, docs/dreamer.md).
         """
-        mean, std = self(features)
-        eps = torch.randn(mean.shape, generator=generator, device=mean.device)
-        pre_tanh = mean + std * eps
+        pre_tanh, mean, std = self._draw(features, generator)
         action = torch.tanh(pre_tanh)
         return {
             "actor_entropy": -self.log_prob(pre_tanh, mean, std).mean(),
