@@ -54,35 +54,33 @@ def model_tilt(
     behaviour = DreamerLearner(model, cfg.dreamer)
     behaviour.load_state_dict(learner["behaviour"])
     generator = torch.Generator().manual_seed(0)
+    H = cfg.dreamer.horizon
     levels = torch.tensor(actions)
     constant = levels.repeat(samples)[:, None].expand(-1, action_size)  # [S·K, A]
+    constant_plan = constant.expand(H, -1, -1)  # [H, S·K, A]: the same action every decision
     wins, slopes, means = np.zeros(len(actions)), [], []
     for episode in chosen:
-        image, action = torch.from_numpy(episode.image), torch.from_numpy(episode.action)
-        state = model.initial_state(1)
+        image = torch.from_numpy(episode.image[:, None])  # [T, 1, 64, 64, 3]
+        action = torch.from_numpy(episode.action[:, None])  # [T, 1, A]
         with torch.no_grad():
-            for t in range(len(episode.image)):
-                state = model.filter(state, action[t : t + 1], image[t : t + 1], generator)
-                if t == 0 or t % every:
-                    continue
-                rollout = state.map(lambda x: x.expand(len(constant), *x.shape[1:]))
-                total = torch.zeros(len(constant))
-                for _ in range(cfg.dreamer.horizon):
-                    rollout = model.rssm.img_step(rollout, constant, generator)
-                    total += model.reward_head(model.rssm.features(rollout))
+            embed = model.embed(image, generator)
+            posterior = model.rssm.observe(embed, action, generator=generator)[0]  # [T, 1, ...]
+            rows = list(range(every, len(episode.image), every))
+            for t in rows:
+                start = posterior.map(lambda x, t=t: x[t].expand(len(constant), -1))
+                total = model.imagine_return(start, constant_plan, generator)  # [S·K]
                 wins[int(total.view(samples, len(actions)).mean(0).argmax())] += 1
-                means.append(behaviour.actor(model.rssm.features(state))[0].flatten())
+            features = model.rssm.features(posterior.map(lambda x, rows=rows: x[rows, 0]))
+            means.append(behaviour.actor(features)[0].flatten())
         zero = torch.zeros(samples, action_size, requires_grad=True)
-        rollout, total = state.map(lambda x: x.expand(samples, *x.shape[1:])), 0.0
-        for _ in range(cfg.dreamer.horizon):
-            rollout = model.rssm.img_step(rollout, zero, generator)
-            total = total + model.reward_head(model.rssm.features(rollout)).sum()
+        last = posterior.map(lambda x: x[-1].expand(samples, -1))  # the episode's last state
+        total = model.imagine_return(last, zero.expand(H, -1, -1), generator).sum()
         slopes.append(float(torch.autograd.grad(total, zero)[0].sum(-1).mean()))
     mean = torch.cat(means)
     return {
         "run": str(run_dir),
         "task": cfg.task,
-        "horizon_decisions": cfg.dreamer.horizon,
+        "horizon_decisions": H,
         "action_repeat": cfg.action_repeat,
         "states": int(wins.sum()),
         "model_best": {
