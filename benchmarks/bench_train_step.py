@@ -162,19 +162,21 @@ def _random_batch(cfg: Any, action_size: int) -> dict[str, Any]:
 def _count_flops(model: Any, batch: dict[str, Any]) -> float:
     """FLOPs of one forward + backward of the loss, as the original layers define them."""
     import torch
+    from machine import count_flops
     from torch import nn
-    from torch.utils.flop_counter import FlopCounterMode
+
+    def step() -> None:
+        total, _ = model.loss_terms(batch, torch.Generator().manual_seed(1))
+        total.backward()
 
     last = model.decoder.net[-1]
     last.forward = types.MethodType(nn.ConvTranspose2d.forward, last)  # count the true deconv
     try:
-        with FlopCounterMode(display=False) as counter:
-            total, _ = model.loss_terms(batch, torch.Generator().manual_seed(1))
-            total.backward()
+        flops = count_flops(step)
     finally:
         del last.forward
     model.zero_grad(set_to_none=True)
-    return float(counter.get_total_flops())
+    return flops
 
 
 def clean_timings(

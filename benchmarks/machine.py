@@ -21,6 +21,7 @@ from planet_torch.machine import machine_info
 __all__ = [
     "bf16_slower",
     "ceiling_line",
+    "count_flops",
     "fraction_of_ceiling",
     "machine_info",
     "matmul_ceiling_gflops",
@@ -29,6 +30,36 @@ __all__ = [
 ]
 
 PRECISIONS = ("float32", "bfloat16")
+
+
+def _register_onednn_linear_flops() -> None:
+    """Teach torch's FLOP counter oneDNN's fused linear (the planner's objective runs its dense
+    layers as ``mkldnn::_linear_pointwise``, which the counter would otherwise count as 0):
+    2·M·K·N, as ``aten.mm``."""
+    from torch.utils.flop_counter import register_flop_formula
+
+    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if op is None:
+        return
+
+    @register_flop_formula(op)
+    def _linear_flops(x_shape: Any, w_shape: Any, *args: Any, **kwargs: Any) -> int:
+        rows = 1
+        for size in x_shape[:-1]:
+            rows *= size
+        return 2 * rows * x_shape[-1] * w_shape[0]
+
+
+_register_onednn_linear_flops()
+
+
+def count_flops(fn: Any) -> float:
+    """FLOPs of ``fn()`` by torch's FlopCounterMode (oneDNN's fused linear included)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
 
 
 def matmul_ceiling_gflops(

@@ -10,7 +10,12 @@ import torch
 from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import DEBUG, PAPER, Config, override
 from planet_torch.models import WorldModel
-from planet_torch.models.imagination import LatentObjective, choose_dtype, supports_fast_objective
+from planet_torch.models.imagination import (
+    LatentObjective,
+    choose_dtype,
+    onednn_linear_available,
+    supports_fast_objective,
+)
 
 SMALL = override(
     PAPER,
@@ -34,10 +39,14 @@ def test_fast_objective_is_the_world_models_imagine_return() -> None:
     model = _model(SMALL)
     state = _random_state(model, 40)
     actions = torch.rand(5, 40, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    kernels = [False] + [True] * onednn_linear_available(model.device)  # addmm; fused oneDNN
     with torch.inference_mode():
         reference = model.imagine_return(state, actions, torch.Generator().manual_seed(3))
-        fast = LatentObjective(model)(state, actions, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+        for onednn in kernels:
+            objective = LatentObjective(model, onednn=onednn)
+            fast = objective(state, actions, torch.Generator().manual_seed(3))
+            torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+    assert LatentObjective(model).onednn == kernels[-1]  # the default: oneDNN where available
     # deterministic-only variant (no sampling): still the same function
     det = _model(override(SMALL, model={"mean_only": True}))
     with torch.inference_mode():
@@ -99,16 +108,24 @@ def test_fast_objective_follows_weight_updates_after_refresh() -> None:
             model.reward_head.net[-1].bias -= 1.0
 
 
-def test_bfloat16_planning_ranks_candidates_like_float32() -> None:
+@pytest.mark.parametrize("onednn", [False, True])
+def test_bfloat16_planning_ranks_candidates_like_float32(onednn: bool) -> None:
     model = _model(override(PAPER, model={"cnn_depth": 4}), action_size=6)
+    if onednn and not onednn_linear_available(model.device):
+        pytest.skip("torch without oneDNN's fused linear here")
     state = _random_state(model, 500)
     actions = torch.rand(12, 500, 6, generator=torch.Generator().manual_seed(2)) * 2 - 1
-    fp32 = LatentObjective(model, torch.float32)(state, actions, torch.Generator().manual_seed(0))
-    bf16 = LatentObjective(model, torch.bfloat16)(state, actions, torch.Generator().manual_seed(0))
+    fp32, bf16 = (
+        LatentObjective(model, dtype, onednn=onednn)(
+            state, actions, torch.Generator().manual_seed(0)
+        )
+        for dtype in (torch.float32, torch.bfloat16)
+    )
     assert bf16.dtype == torch.float32
     # Measured with this setting on 8 model/state seeds (Zen 4, avx512_bf16, 2026-12-02):
-    # top-50 overlap 48-50, max |diff| 0.026-0.032 std. Bounds at 2.5x both: at most 5 of
-    # the top 50 swapped, 0.08 std.
+    # top-50 overlap 48-50, max |diff| 0.026-0.032 std; on a Xeon with AMX (2026-12-03),
+    # addmm 49-50 and 0.022-0.036, fused oneDNN 49-50 and 0.022-0.030. Bounds at 2.5x both: at
+    # most 5 of the top 50 swapped, 0.08 std.
     top32 = set(fp32.topk(50).indices.tolist())
     top16 = set(bf16.topk(50).indices.tolist())
     assert len(top32 & top16) >= 45, len(top32 & top16)

@@ -7,8 +7,7 @@
 on the recurrence is computed for all T at once outside the loop (the action part of the first
 dense layer, the embedding part of the posterior's dense layer, all noise, and the whole prior of
 ``observe``, which nothing in the loop reads), and the cell's input-side matmuls are fused into
-one. The fused views of the cell's weights below are also what the planner's fast objective
-(models/imagination.py) reads.
+one.
 """
 
 from __future__ import annotations
