@@ -24,11 +24,15 @@ from planet_torch.models import (
     WorldModel,
     WorldModelTrainer,
 )
+from planet_torch.models import fast as fast_module
 from planet_torch.models.fast import (
     BiasAfterConvTranspose2d,
     Deconv1x1,
     Im2colGradConv2d,
+    ReLUConv2d,
+    ReLUConvTranspose2d,
     SubPixelConvTranspose2d,
+    conv_relu,
 )
 from planet_torch.models.legacy import upgrade_model_state
 
@@ -86,6 +90,26 @@ def assert_bf16_grads_as_accurate(
 # ---------------------------------------------------------------------------------------------
 
 
+class ConvThenReLU(nn.Conv2d):
+    """The reference of :class:`ReLUConv2d`: torch's conv, then torch's ReLU."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.relu(super().forward(x))
+
+
+class ConvTransposeThenReLU(nn.ConvTranspose2d):
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        return torch.relu(super().forward(x, output_size))
+
+
+@pytest.fixture(params=[False, True], ids=["no_amx", "amx"])
+def amx(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run a test as on a CPU without and with AMX: with it, bf16 conv + ReLU layers take the
+    fused oneDNN kernel (:func:`fuse_conv_relu`), which runs, slower, on any x86 CPU."""
+    monkeypatch.setattr(fast_module, "cpu_has_amx", lambda: request.param)
+    return bool(request.param)
+
+
 @pytest.mark.parametrize(
     "make_fast,make_ref,channels,size",
     [
@@ -100,14 +124,25 @@ def assert_bf16_grads_as_accurate(
         # the encoder's last conv (6 → 2), and a map whose last row the stride leaves out
         (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 6),
         (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 9),
+        (lambda: ReLUConv2d(5, 7, 4, stride=2), lambda: ConvThenReLU(5, 7, 4, stride=2), 5, 9),
+        (
+            lambda: ReLUConvTranspose2d(6, 4, 5, stride=2),
+            lambda: ConvTransposeThenReLU(6, 4, 5, stride=2),
+            6,
+            7,
+        ),
     ],
-    ids=["deconv1x1", "subpixel", "bias_after", "im2col_6", "im2col_9"],
+    ids=["deconv1x1", "subpixel", "bias_after", "im2col_6", "im2col_9", "relu_conv", "relu_deconv"],
 )
 def test_fast_layer_is_the_torch_layer(
-    make_fast: Callable[[], nn.Module], make_ref: Callable[[], nn.Module], channels: int, size: int
+    make_fast: Callable[[], nn.Module],
+    make_ref: Callable[[], nn.Module],
+    channels: int,
+    size: int,
+    amx: bool,
 ) -> None:
     """Each faster layer: the torch layer's parameters (a state dict moves both ways), function
-    and gradients, in float32 and under bfloat16 autocast."""
+    and gradients, in float32 and under bfloat16 autocast (as on CPUs without and with AMX)."""
     torch.manual_seed(0)
     fast, ref = make_fast(), make_ref()
     with torch.no_grad():
@@ -123,6 +158,7 @@ def test_fast_layer_is_the_torch_layer(
     y2.backward(g)
     torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-4)
     assert_grads_close(fast, ref, rtol=1e-4, atol=1e-4)
+    exact = {"x": x2.grad, **grads(ref)}
     fast.zero_grad()
     ref.zero_grad()
     x1.grad = x2.grad = None
@@ -136,8 +172,37 @@ def test_fast_layer_is_the_torch_layer(
     y1.float().backward(g)
     y2.float().backward(g)
     assert fast.weight.grad.dtype == torch.float32
-    torch.testing.assert_close(x1.grad, x2.grad, rtol=0.01, atol=0.02)
-    assert_grads_close(fast, ref, rtol=0.01, atol=0.02)
+    if isinstance(fast, ReLUConv2d | ReLUConvTranspose2d):
+        # An output near 0 rounds to either side of it in bf16, and the ReLU then passes or
+        # stops its whole gradient: elementwise closeness is no test here (7 % of the input
+        # gradient's elements apart, torch's own layers beside each other, no fusion). Both
+        # must be as close to float32's gradients as torch's bf16 ones.
+        assert_bf16_grads_as_accurate(
+            {"x": x1.grad, **grads(fast)}, {"x": x2.grad, **grads(ref)}, exact
+        )
+    else:
+        torch.testing.assert_close(x1.grad, x2.grad, rtol=0.01, atol=0.02)
+        assert_grads_close(fast, ref, rtol=0.01, atol=0.02)
+
+
+@pytest.mark.parametrize("transposed", [False, True], ids=["conv", "deconv"])
+def test_fused_conv_relu_kernel_in_float32(transposed: bool) -> None:
+    """The fused kernel's arithmetic at float32 precision (the layers call it only in bf16): the
+    torch conv + ReLU's outputs and gradients to 1e-5, with some outputs at zero."""
+    torch.manual_seed(0)
+    ref = ConvTransposeThenReLU(6, 4, 5, stride=2) if transposed else ConvThenReLU(5, 7, 4, 2)
+    with torch.no_grad():
+        ref.bias.uniform_(-1, 1)
+    x = torch.randn(3, ref.in_channels, 7, 7).contiguous(memory_format=torch.channels_last)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y1, y2 = conv_relu(x1, ref, transposed), ref(x2)
+    assert 0.2 < (y2 == 0).float().mean() < 0.8  # the ReLU's mask matters in the backward
+    torch.testing.assert_close(y1, y2, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(y2)
+    fused = torch.autograd.grad(y1, [x1, ref.weight, ref.bias], g)
+    plain = torch.autograd.grad(y2, [x2, ref.weight, ref.bias], g)
+    for name, a, b in zip(("x", "weight", "bias"), fused, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4, msg=name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -146,8 +211,9 @@ def test_fast_layer_is_the_torch_layer(
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_fast_encoder_and_decoder_are_the_plain_ones(dtype: torch.dtype) -> None:
-    """Built from the same seed they hold the same weights; same outputs and gradients."""
+def test_fast_encoder_and_decoder_are_the_plain_ones(dtype: torch.dtype, amx: bool) -> None:
+    """Built from the same seed they hold the same weights; same outputs and gradients (as on
+    CPUs without and with AMX: in bf16 with it, the conv + ReLU layers run fused)."""
     depth, features = 4, 12
     pairs = []
     for make in ((Encoder, FastEncoder), (Decoder, FastDecoder)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
@@ -42,6 +43,12 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "platform": platform.platform(),
     }
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    """Whether this CPU has AMX tiles for bf16 (Intel Xeon 4th generation and later)."""
+    return "amx_bf16" in _cpuinfo().get("flags", "").split()
 
 
 def machine_label(info: dict[str, Any]) -> str:

@@ -18,7 +18,12 @@ What each buys was measured with benchmarks/bench_train_step.py (BENCHMARKS.md):
   so few channels, its backward is fine and is kept;
 * the other transposed convs add their bias after the convolution
   (:class:`BiasAfterConvTranspose2d`): with the bias inside, oneDNN's transposed conv was up to 4×
-  slower in bf16 forward and its backward spent more on the bias gradient than a plain sum takes.
+  slower in bf16 forward on Zen 4 and its backward spent more on the bias gradient than a plain
+  sum takes;
+* on CPUs with AMX, in bfloat16, the convs followed by a ReLU (the encoder's first three, the
+  decoder's middle two) run as one oneDNN call with the bias and the ReLU fused
+  (:class:`ReLUConv2d`, :class:`ReLUConvTranspose2d`): bf16 ReLU and bias passes over memory cost
+  more there than the convs themselves (the encoder's first conv: 57 → 20 ms at paper size).
 
 On other devices every layer runs as its torch parent.
 """
@@ -31,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from planet_torch.machine import cpu_has_amx
 from planet_torch.models.decoder import Decoder
 from planet_torch.models.encoder import IMAGE_SHAPE, Encoder
 
@@ -42,6 +48,84 @@ def autocast_args(*tensors: Tensor | None) -> list[Tensor | None]:
         return list(tensors)
     dtype = torch.get_autocast_dtype("cpu")
     return [None if t is None else t.to(dtype) for t in tensors]
+
+
+def fuse_conv_relu(x: Tensor) -> bool:
+    """Whether a conv + ReLU on ``x`` runs as one oneDNN call (:class:`_ConvReLU`): in bfloat16
+    (autocast or a bf16 input) on a CPU with AMX.
+
+    Measured at paper size on a 2-core AMX Xeon (BENCHMARKS.md, session 19): bf16 encoder convs
+    + ReLU 57 / 37 / 25 ms → 20 / 20 / 20 ms, decoder transposed convs + bias + ReLU 71 / 129 →
+    55 / 52 ms; in float32 the same fusion gained nothing or lost (128 → 64 transposed: 146 →
+    657 ms), and on Zen 4 oneDNN's bf16 transposed conv with its bias inside was 4× slower
+    (above), so everywhere else the layers run as before.
+    """
+    if x.device.type != "cpu" or not cpu_has_amx():
+        return False
+    if torch.is_autocast_enabled("cpu"):
+        return torch.get_autocast_dtype("cpu") == torch.bfloat16
+    return x.dtype == torch.bfloat16
+
+
+class _ConvReLU(torch.autograd.Function):
+    """relu(conv(x, W) + b), or of the transposed conv, in one oneDNN call; the backward masks
+    the gradient by the saved output, then oneDNN's conv backward, and a plain sum for the bias."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        stride: list[int],
+        padding: list[int],
+        transposed: bool,
+    ) -> Tensor:
+        mkldnn = torch.ops.mkldnn
+        x = x.contiguous(memory_format=torch.channels_last)
+        if transposed:  # (x, W, b, padding, output_padding, stride, dilation, groups, ...)
+            y = mkldnn._convolution_transpose_pointwise(
+                x, weight, bias, padding, [0, 0], stride, [1, 1], 1, "relu", [None], ""
+            )
+        else:  # (x, W, b, padding, stride, dilation, groups, ...)
+            y = mkldnn._convolution_pointwise(
+                x, weight, bias, padding, stride, [1, 1], 1, "relu", [None], ""
+            )
+        ctx.save_for_backward(x, weight, y)
+        ctx.conv = (stride, padding, transposed)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x, weight, y = ctx.saved_tensors
+        stride, padding, transposed = ctx.conv
+        needs = ctx.needs_input_grad
+        grad = torch.ops.aten.threshold_backward(
+            grad.contiguous(memory_format=torch.channels_last), y, 0
+        )  # the ReLU's backward: 0 where the output is 0
+        # oneDNN's own bias gradient for the conv; a plain sum for the transposed conv, where
+        # oneDNN's was slow (BiasAfterConvTranspose2d)
+        inner_bias = ctx.has_bias and needs[2] and not transposed
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad, x, weight, [weight.shape[0]] if inner_bias else None, stride, padding, [1, 1],
+            transposed, [0, 0], 1, [needs[0], needs[1], inner_bias],
+        )  # fmt: skip
+        if ctx.has_bias and needs[2] and transposed:
+            grad_b = grad.sum((0, 2, 3))
+        if grad_x is not None:  # oneDNN returns it contiguous; the ReLU before wants x's layout
+            grad_x = grad_x.contiguous(memory_format=torch.channels_last)
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def conv_relu(x: Tensor, layer: nn.Conv2d | nn.ConvTranspose2d, transposed: bool) -> Tensor:
+    """``relu(layer(x))`` through :class:`_ConvReLU` (autocast applied as for the conv)."""
+    x_, weight, bias = autocast_args(x, layer.weight, layer.bias)
+    assert isinstance(layer.padding, tuple)
+    with torch.autocast("cpu", enabled=False):
+        out = _ConvReLU.apply(x_, weight, bias, list(layer.stride), list(layer.padding), transposed)
+    assert isinstance(out, Tensor)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -111,19 +195,43 @@ class Im2colGradConv2d(nn.Conv2d):
         return out
 
 
+def fuse_relus(net: nn.Sequential) -> None:
+    """Each ReLU after a layer that applies its own (:class:`ReLUConv2d`,
+    :class:`ReLUConvTranspose2d`) becomes an identity (same indices, so the same parameter names
+    as the plain network); the other ReLUs work in place, except after :class:`Deconv1x1`, whose
+    output is a permuted view: autograd's backward of an in-place op on a view copied the
+    gradient to the base's layout, and the ReLU's backward then mixed layouts (20 ms instead of
+    2 at paper size in bf16)."""
+    for i, layer in enumerate(net):
+        if isinstance(layer, nn.ReLU):
+            if isinstance(net[i - 1], ReLUConv2d | ReLUConvTranspose2d):
+                net[i] = nn.Identity()
+            else:
+                layer.inplace = not isinstance(net[i - 1], Deconv1x1)
+
+
+class ReLUConv2d(nn.Conv2d):
+    """``nn.Conv2d`` followed by its ReLU (the layer after it is an identity): one fused oneDNN
+    call where :func:`fuse_conv_relu` says so, else the conv and an in-place ReLU."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        plain = self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
+        if plain and fuse_conv_relu(x) and not isinstance(self.padding, str):
+            return conv_relu(x, self, transposed=False)
+        return F.relu(super().forward(x), inplace=True)
+
+
 class FastEncoder(Encoder):
     """:class:`Encoder` in channels-last memory with in-place ReLUs and the last conv's weight
     gradient as one matmul."""
 
-    conv_types = (nn.Conv2d, nn.Conv2d, nn.Conv2d, Im2colGradConv2d)
+    conv_types = (ReLUConv2d, ReLUConv2d, ReLUConv2d, Im2colGradConv2d)
     memory_format = torch.channels_last
     """Activation layout of the convs: channels-last is about 2× faster on CPU (oneDNN)."""
 
     def __init__(self, depth: int = 32) -> None:
         super().__init__(depth)
-        for layer in self.net:
-            if isinstance(layer, nn.ReLU):
-                layer.inplace = True
+        fuse_relus(self.net)
 
     def forward(self, image: Tensor) -> Tensor:
         lead = image.shape[:-3]
@@ -236,6 +344,17 @@ class BiasAfterConvTranspose2d(nn.ConvTranspose2d):
         return y.add_(self.bias.to(y.dtype).view(-1, 1, 1))
 
 
+class ReLUConvTranspose2d(BiasAfterConvTranspose2d):
+    """:class:`BiasAfterConvTranspose2d` followed by its ReLU (the layer after it is an
+    identity): one fused oneDNN call where :func:`fuse_conv_relu` says so."""
+
+    def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
+        plain = self.output_padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1
+        if plain and output_size is None and fuse_conv_relu(x):
+            return conv_relu(x, self, transposed=True)
+        return F.relu(super().forward(x, output_size), inplace=True)
+
+
 class SubPixelConvTranspose2d(nn.ConvTranspose2d):
     """``nn.ConvTranspose2d(c_in, c_out, 2m, stride=2)`` whose CPU forward is a conv + shuffle."""
 
@@ -259,8 +378,8 @@ class FastDecoder(Decoder):
 
     deconv_types = (
         Deconv1x1,
-        BiasAfterConvTranspose2d,
-        BiasAfterConvTranspose2d,
+        ReLUConvTranspose2d,
+        ReLUConvTranspose2d,
         SubPixelConvTranspose2d,
     )
     memory_format = torch.channels_last
@@ -268,9 +387,7 @@ class FastDecoder(Decoder):
 
     def __init__(self, feature_size: int, depth: int = 32) -> None:
         super().__init__(feature_size, depth)
-        for layer in self.net:
-            if isinstance(layer, nn.ReLU):
-                layer.inplace = True
+        fuse_relus(self.net)
         # After the init: an in-place random init fills memory in order, so a channels-last
         # weight would get other values than the plain decoder's from the same seed.
         first = self.net[0]
