@@ -32,25 +32,42 @@ __all__ = [
 PRECISIONS = ("float32", "bfloat16")
 
 
-def _register_onednn_linear_flops() -> None:
-    """Teach torch's FLOP counter oneDNN's fused linear (the planner's objective runs its dense
-    layers as ``mkldnn::_linear_pointwise``, which the counter would otherwise count as 0):
-    2·M·K·N, as ``aten.mm``."""
-    from torch.utils.flop_counter import register_flop_formula
+def _register_onednn_flops() -> None:
+    """Teach torch's FLOP counter oneDNN's fused ops, which it would count as 0: the planner's
+    dense layers (``mkldnn::_linear_pointwise``, 2·M·K·N as ``aten.mm``) and, on AMX CPUs in
+    bf16, the convs fused with their ReLU (``_convolution_pointwise``,
+    ``_convolution_transpose_pointwise``, counted as ``aten.convolution``)."""
+    from torch.utils.flop_counter import conv_flop_count, register_flop_formula
 
-    op = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
-    if op is None:
-        return
+    mkldnn = getattr(torch.ops, "mkldnn", None)
+    linear = getattr(mkldnn, "_linear_pointwise", None)
+    if linear is not None:
 
-    @register_flop_formula(op)
-    def _linear_flops(x_shape: Any, w_shape: Any, *args: Any, **kwargs: Any) -> int:
-        rows = 1
-        for size in x_shape[:-1]:
-            rows *= size
-        return 2 * rows * x_shape[-1] * w_shape[0]
+        @register_flop_formula(linear)
+        def _linear_flops(x_shape: Any, w_shape: Any, *args: Any, **kwargs: Any) -> int:
+            rows = 1
+            for size in x_shape[:-1]:
+                rows *= size
+            return 2 * rows * x_shape[-1] * w_shape[0]
+
+    for name, transposed in (
+        ("_convolution_pointwise", False),
+        ("_convolution_transpose_pointwise", True),
+    ):
+        op = getattr(mkldnn, name, None)
+        if op is None:
+            continue
+
+        def _conv_flops(
+            x_shape: Any, w_shape: Any, *args: Any, out_shape: Any = None, t: bool = transposed,
+            **kwargs: Any,
+        ) -> int:  # fmt: skip
+            return int(conv_flop_count(x_shape, w_shape, out_shape, transposed=t))
+
+        register_flop_formula(op)(_conv_flops)
 
 
-_register_onednn_linear_flops()
+_register_onednn_flops()
 
 
 def count_flops(fn: Any) -> float:
