@@ -47,7 +47,8 @@ HERE = Path(__file__).resolve().parent
 VARIANTS: dict[str, str] = {
     "fast": "as shipped: channels-last, in-place ReLU, T·B frames per conv call, sub-pixel last "
     "deconv, 1×1 deconv as matmul, fused squared error, bias after the deconvs, im2col weight "
-    "gradient of the last conv; retain_freed_memory()",
+    "gradient of the last conv, conv + bias + ReLU fused in bf16 on AMX CPUs; "
+    "retain_freed_memory()",
     "plain": "the plain reference modules (model.fast_kernels off: torch's own layers and "
     "RSSM loops; channels-last, in-place ReLUs and the fast kernels all off)",
     "thp_no_retain": "no retain_freed_memory(), THP_MEM_ALLOC_ENABLE=1 instead",
@@ -60,6 +61,8 @@ VARIANTS: dict[str, str] = {
     "per_step_convs": "encoder and decoder called once per time step (B frames) instead of T·B",
     "conv4_onednn": "last encoder conv's weight gradient by oneDNN instead of an im2col matmul",
     "bias_inside": "transposed convs with the bias inside oneDNN's conv (forward and backward)",
+    "unfused_relu": "conv, bias and ReLU as separate passes also where the fast layers fuse them "
+    "(in bf16 on CPUs with AMX)",
     "bf16": "encoder and decoder under bfloat16 autocast (what model.compute_dtype auto picks "
     "where faster; the paper preset defaults to float32)",
 }
@@ -76,7 +79,8 @@ def _apply_one(model: Any, variant: str) -> None:
     import torch.nn.functional as F
     from torch import nn
 
-    from planet_torch.models import world_model
+    from planet_torch.models import fast, world_model
+    from planet_torch.models.fast import ReLUConv2d, ReLUConvTranspose2d
 
     if variant == "nchw":
         model.encoder.memory_format = torch.contiguous_format
@@ -85,6 +89,8 @@ def _apply_one(model: Any, variant: str) -> None:
         for module in model.modules():
             if isinstance(module, nn.ReLU):
                 module.inplace = False
+            elif isinstance(module, ReLUConv2d | ReLUConvTranspose2d):
+                module.relu_inplace = False
     elif variant == "native_deconv":
         last = model.decoder.net[-1]
         last.forward = types.MethodType(nn.ConvTranspose2d.forward, last)
@@ -110,11 +116,18 @@ def _apply_one(model: Any, variant: str) -> None:
     elif variant == "conv4_onednn":
         last_conv = model.encoder.net[-2]
         last_conv.forward = types.MethodType(nn.Conv2d.forward, last_conv)
+    elif variant == "unfused_relu":
+        fast.cpu_has_amx = lambda: False  # type: ignore[assignment]  # (this child process only)
     elif variant == "bias_inside":
         from planet_torch.models.fast import BiasAfterConvTranspose2d, _SubPixelConvTranspose
 
+        def deconv_relu(module: nn.ConvTranspose2d, x: torch.Tensor) -> torch.Tensor:
+            return F.relu(nn.ConvTranspose2d.forward(module, x))
+
         for module in model.decoder.modules():
-            if isinstance(module, BiasAfterConvTranspose2d):
+            if isinstance(module, ReLUConvTranspose2d):
+                module.forward = types.MethodType(deconv_relu, module)
+            elif isinstance(module, BiasAfterConvTranspose2d):
                 module.forward = types.MethodType(nn.ConvTranspose2d.forward, module)
         _SubPixelConvTranspose.backward = staticmethod(_bias_inside_backward)  # type: ignore[method-assign]
     elif variant == "bf16":

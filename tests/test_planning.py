@@ -11,6 +11,7 @@ from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import DEBUG, PAPER, Config, override
 from planet_torch.models import WorldModel
 from planet_torch.models.imagination import (
+    Kernel,
     LatentObjective,
     choose_dtype,
     onednn_linear_available,
@@ -39,19 +40,33 @@ def test_fast_objective_is_the_world_models_imagine_return() -> None:
     model = _model(SMALL)
     state = _random_state(model, 40)
     actions = torch.rand(5, 40, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    kernels = [False] + [True] * onednn_linear_available(model.device)  # addmm; fused oneDNN
+    kernels = ["auto", "addmm"] + ["onednn"] * onednn_linear_available(model.device)
     with torch.inference_mode():
         reference = model.imagine_return(state, actions, torch.Generator().manual_seed(3))
-        for onednn in kernels:
-            objective = LatentObjective(model, onednn=onednn)
+        for kernel in kernels:
+            objective = LatentObjective(model, kernel=kernel)
             fast = objective(state, actions, torch.Generator().manual_seed(3))
-            torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
-    assert LatentObjective(model).onednn == kernels[-1]  # the default: oneDNN where available
+            torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5, msg=kernel)
     # deterministic-only variant (no sampling): still the same function
     det = _model(override(SMALL, model={"mean_only": True}))
     with torch.inference_mode():
         reference = det.imagine_return(state, actions)
         torch.testing.assert_close(LatentObjective(det)(state, actions), reference)
+
+
+def test_objective_kernel_choice() -> None:
+    """auto: oneDNN (where torch has it) for bf16 at any size and for float32 from
+    ONEDNN_MIN_ROWS_FP32 candidates; explicit kernels always win."""
+    from planet_torch.models.imagination import ONEDNN_MIN_ROWS_FP32
+
+    model = _model(SMALL)
+    have = onednn_linear_available(model.device)
+    fp32, bf16 = (LatentObjective(model, dtype) for dtype in (torch.float32, torch.bfloat16))
+    assert fp32.uses_onednn(ONEDNN_MIN_ROWS_FP32) == bf16.uses_onednn(100) == have
+    assert not fp32.uses_onednn(ONEDNN_MIN_ROWS_FP32 - 1)
+    assert LatentObjective(model, kernel="addmm").uses_onednn(10_000) is False
+    if have:
+        assert LatentObjective(model, kernel="onednn").uses_onednn(1) is True
 
 
 def test_mean_imagination_follows_the_prior_means() -> None:
@@ -108,17 +123,15 @@ def test_fast_objective_follows_weight_updates_after_refresh() -> None:
             model.reward_head.net[-1].bias -= 1.0
 
 
-@pytest.mark.parametrize("onednn", [False, True])
-def test_bfloat16_planning_ranks_candidates_like_float32(onednn: bool) -> None:
+@pytest.mark.parametrize("kernel", ["addmm", "onednn"])
+def test_bfloat16_planning_ranks_candidates_like_float32(kernel: Kernel) -> None:
     model = _model(override(PAPER, model={"cnn_depth": 4}), action_size=6)
-    if onednn and not onednn_linear_available(model.device):
+    if kernel == "onednn" and not onednn_linear_available(model.device):
         pytest.skip("torch without oneDNN's fused linear here")
     state = _random_state(model, 500)
     actions = torch.rand(12, 500, 6, generator=torch.Generator().manual_seed(2)) * 2 - 1
     fp32, bf16 = (
-        LatentObjective(model, dtype, onednn=onednn)(
-            state, actions, torch.Generator().manual_seed(0)
-        )
+        LatentObjective(model, dtype, kernel)(state, actions, torch.Generator().manual_seed(0))
         for dtype in (torch.float32, torch.bfloat16)
     )
     assert bf16.dtype == torch.float32

@@ -214,11 +214,13 @@ class ReLUConv2d(nn.Conv2d):
     """``nn.Conv2d`` followed by its ReLU (the layer after it is an identity): one fused oneDNN
     call where :func:`fuse_conv_relu` says so, else the conv and an in-place ReLU."""
 
+    relu_inplace = True
+
     def forward(self, x: Tensor) -> Tensor:
         plain = self.dilation == (1, 1) and self.groups == 1 and self.padding_mode == "zeros"
         if plain and fuse_conv_relu(x) and not isinstance(self.padding, str):
             return conv_relu(x, self, transposed=False)
-        return F.relu(super().forward(x), inplace=True)
+        return F.relu(super().forward(x), inplace=self.relu_inplace)
 
 
 class FastEncoder(Encoder):
@@ -348,11 +350,13 @@ class ReLUConvTranspose2d(BiasAfterConvTranspose2d):
     """:class:`BiasAfterConvTranspose2d` followed by its ReLU (the layer after it is an
     identity): one fused oneDNN call where :func:`fuse_conv_relu` says so."""
 
+    relu_inplace = True
+
     def forward(self, x: Tensor, output_size: list[int] | None = None) -> Tensor:
         plain = self.output_padding == (0, 0) and self.dilation == (1, 1) and self.groups == 1
         if plain and output_size is None and fuse_conv_relu(x):
             return conv_relu(x, self, transposed=True)
-        return F.relu(super().forward(x, output_size), inplace=True)
+        return F.relu(super().forward(x, output_size), inplace=self.relu_inplace)
 
 
 class SubPixelConvTranspose2d(nn.ConvTranspose2d):

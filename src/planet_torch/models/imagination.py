@@ -120,25 +120,44 @@ def fused_linear(x: Tensor, weight: Tensor, bias: Tensor, act: Activation, onedn
     return _ACTIVATIONS[act](torch.addmm(bias, x, weight))
 
 
+ONEDNN_MIN_ROWS_FP32 = 500
+"""Below this many rows (candidates × environments) float32 products go through ``addmm``: at
+the ``cpu`` preset's 100 candidates oneDNN's per-call overhead outweighed the fusion (float32
+objective 8.9 vs 6.1 ms), at 500 they were level and at 1000 oneDNN was 4-6 % faster; in
+bfloat16 it was level or faster at every size (2-core AMX Xeon, BENCHMARKS.md, session 19)."""
+
+Kernel = Literal["auto", "onednn", "addmm"]
+
+
 class LatentObjective:
     """returns = f(state [N, ...], actions [H, N, A]) for CEM; call :meth:`refresh` after the
     model's weights change (the agent does it once per decision).
 
-    ``onednn`` (default: where available) runs each dense layer as one oneDNN call with its
-    bias and activation fused (:func:`fused_linear`); False runs the same steps with
-    ``torch.addmm``. Both are tested equal to ``WorldModel.imagine_return``.
+    ``kernel``: ``onednn`` runs each dense layer as one oneDNN call with its bias and activation
+    fused (:func:`fused_linear`), ``addmm`` the same steps with ``torch.addmm``, ``auto`` oneDNN
+    where available for bfloat16 and for float32 from ``ONEDNN_MIN_ROWS_FP32`` rows, else
+    addmm. Both are tested equal to ``WorldModel.imagine_return``.
     """
 
     def __init__(
-        self, model: WorldModel, dtype: torch.dtype = torch.float32, onednn: bool | None = None
+        self, model: WorldModel, dtype: torch.dtype = torch.float32, kernel: Kernel = "auto"
     ) -> None:
         if not supports_fast_objective(model):
             raise ValueError("LatentObjective needs an RSSM with a GRU cell and future_rnn")
         self.model = model
         self.dtype = dtype
-        self.onednn = onednn_linear_available(model.device) if onednn is None else onednn
+        self.kernel = kernel
+        self.onednn = kernel == "onednn" or (
+            kernel == "auto" and onednn_linear_available(model.device)
+        )
         self._buffers: dict[str, Tensor] = {}
         self.refresh()
+
+    def uses_onednn(self, rows: int) -> bool:
+        """Whether a call with ``rows`` candidates runs on oneDNN (see ``kernel``)."""
+        if self.kernel != "auto":
+            return self.kernel == "onednn"
+        return self.onednn and (self.dtype == torch.bfloat16 or rows >= ONEDNN_MIN_ROWS_FP32)
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -160,8 +179,10 @@ class LatentObjective:
             layers[f"reward{i}"] = (m.weight, m.bias)
         weights = {}
         for name, (weight, bias) in layers.items():
-            weights[f"w_{name}"] = weight if self.onednn else weight.t()
             weights[f"b_{name}"] = bias
+            weights[f"wt_{name}"] = weight.t()  # [in, out], contiguous in the buffer: addmm's
+            if self.onednn:
+                weights[f"w_{name}"] = weight  # [out, in]: oneDNN's
         if not self._buffers:
             self._buffers = {
                 k: torch.empty(v.shape, dtype=self.dtype, device=v.device)
@@ -169,12 +190,17 @@ class LatentObjective:
             }
         for name, value in weights.items():
             self._buffers[name].copy_(value)
-        self.layers = {n: (self._buffers[f"w_{n}"], self._buffers[f"b_{n}"]) for n in layers}
+        b = self._buffers
+        self.layers = {n: (b.get(f"w_{n}"), b[f"wt_{n}"], b[f"b_{n}"]) for n in layers}
         self.reward_layers = len(linears)
         self.prior_head = rssm.prior_out  # its split(): mean, softplus(·) + min_std
 
-    def _linear(self, x: Tensor, name: str, act: Activation = "none") -> Tensor:
-        return fused_linear(x, *self.layers[name], act, self.onednn)
+    def _linear(self, x: Tensor, name: str, act: Activation, onednn: bool) -> Tensor:
+        weight, weight_t, bias = self.layers[name]
+        if onednn:
+            assert weight is not None
+            return fused_linear(x, weight, bias, act, onednn=True)
+        return fused_linear(x, weight_t, bias, act, onednn=False)
 
     @torch.inference_mode()
     def __call__(
@@ -188,6 +214,11 @@ class LatentObjective:
         assert isinstance(rssm, RSSM)
         d, S, B, X = self.dtype, rssm.state_size, rssm.belief_size, rssm.hidden_size
         H, N, A = actions.shape
+        onednn = self.uses_onednn(N)
+
+        def linear(x: Tensor, name: str, act: Activation = "none") -> Tensor:
+            return self._linear(x, name, act, onednn)
+
         eps = None
         if sample and not rssm.mean_only:  # the same draw as the reference imagine()
             eps = torch.randn((H, N, S), generator=generator, device=actions.device).to(d)
@@ -197,13 +228,13 @@ class LatentObjective:
         s, h = state.sample.to(d), state.belief.to(d)
         for t in range(H):
             sa[:, :S], sa[:, S:] = s, actions[t]
-            x = self._linear(sa, "in", "relu")
+            x = linear(sa, "in", "relu")
             xh[:, :X], xh[:, X:] = x, h
-            r, u = self._linear(xh, "ru", "sigmoid").chunk(2, 1)
+            r, u = linear(xh, "ru", "sigmoid").chunk(2, 1)
             torch.mul(r, h, out=xh[:, X:])
-            c = self._linear(xh, "c", "tanh")
+            c = linear(xh, "c", "tanh")
             h = torch.lerp(c, h, u, out=features[t, :, S:])
-            out = self._linear(self._linear(h, "p", "relu"), "po")
+            out = linear(linear(h, "p", "relu"), "po")
             if eps is None:
                 s = features[t, :, :S].copy_(out[:, :S])
             else:
@@ -211,5 +242,5 @@ class LatentObjective:
                 s = torch.addcmul(mean, std, eps[t], out=features[t, :, :S])
         x = features.view(H * N, S + B)
         for i in range(self.reward_layers):
-            x = self._linear(x, f"reward{i}", "relu" if i < self.reward_layers - 1 else "none")
+            x = linear(x, f"reward{i}", "relu" if i < self.reward_layers - 1 else "none")
         return x.view(H, N).float().sum(0)
