@@ -69,7 +69,7 @@ def fuse_conv_relu(x: Tensor) -> bool:
 
 class _ConvReLU(torch.autograd.Function):
     """relu(conv(x, W) + b), or of the transposed conv, in one oneDNN call; the backward masks
-    the gradient by the saved output, then oneDNN's conv backward, and a plain sum for the bias."""
+    the gradient by the saved output, then runs oneDNN's conv backward."""
 
     @staticmethod
     def forward(
@@ -113,8 +113,6 @@ class _ConvReLU(torch.autograd.Function):
         )  # fmt: skip
         if ctx.has_bias and needs[2] and transposed:
             grad_b = grad.sum((0, 2, 3))
-        if grad_x is not None:  # oneDNN returns it contiguous; the ReLU before wants x's layout
-            grad_x = grad_x.contiguous(memory_format=torch.channels_last)
         return grad_x, grad_w, grad_b, None, None, None
 
 
@@ -224,8 +222,8 @@ class ReLUConv2d(nn.Conv2d):
 
 
 class FastEncoder(Encoder):
-    """:class:`Encoder` in channels-last memory with in-place ReLUs and the last conv's weight
-    gradient as one matmul."""
+    """:class:`Encoder` in channels-last memory with in-place ReLUs (fused into the convs in
+    bf16 on AMX CPUs) and the last conv's weight gradient as one matmul."""
 
     conv_types = (ReLUConv2d, ReLUConv2d, ReLUConv2d, Im2colGradConv2d)
     memory_format = torch.channels_last
