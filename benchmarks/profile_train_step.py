@@ -7,6 +7,13 @@ One update of the chosen preset's model on a random batch of cheetah-run's shape
 (the view that found the decoder-bias and last-conv kernels, BENCHMARKS.md), and the share of
 the update each of the encoder, RSSM loop, decoder, heads/losses and optimiser takes (by
 ``record_function`` ranges). Prints the CPU model, flags and both matmul ceilings first.
+
+``--timer dispatch`` times each operator by the wall clock around its call instead (a
+``TorchDispatchMode`` hook, grouped by operator, input shapes and channels-last or not): on a
+2-core AMX Xeon torch.profiler's own allocations made the profiled update page-fault and
+showed memory-bound operators 10-15× slower than they run (a bf16 ReLU backward at 280 ms that
+takes 18), at a different operator each time; the hook's figures matched unprofiled updates
+(BENCHMARKS.md, session 19). It lists no forward ranges.
 """
 
 from __future__ import annotations
@@ -14,11 +21,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from machine import ceiling_line, machine_info, matmul_ceilings
 from torch.profiler import ProfilerActivity, profile, record_function
+from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_train_step import _random_batch
@@ -34,6 +44,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--rows", type=int, default=25, help="operators to list")
+    parser.add_argument("--timer", default="profiler", choices=["profiler", "dispatch"])
     args = parser.parse_args()
     machine = machine_info()
     print(
@@ -50,6 +61,9 @@ def main() -> None:
     generator = torch.Generator().manual_seed(2)
     for _ in range(args.warmup):
         trainer.update(batch, generator)
+    if args.timer == "dispatch":
+        _dispatch_timed(lambda: trainer.update(batch, generator), args.rows)
+        return
     parts = {
         "encoder": model.encoder,
         "decoder": model.decoder,
@@ -83,6 +97,40 @@ def main() -> None:
             print(
                 f"  {name}: {ranges[name] / 1e3:.1f} ms ({100 * ranges[name] / total:.0f} % of the update)"
             )
+
+
+def _dispatch_timed(update: Callable[[], object], rows: int) -> None:
+    """One update with each operator call timed by the wall clock; the slowest groups."""
+    seconds: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
+
+    def describe(a: object) -> str:
+        if not isinstance(a, torch.Tensor):
+            return ""
+        layout = (
+            " cl" if a.dim() == 4 and a.is_contiguous(memory_format=torch.channels_last) else ""
+        )
+        return f"{list(a.shape)}{layout}"
+
+    class Timed(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            start = time.perf_counter()
+            out = func(*args, **(kwargs or {}))
+            key = f"{func.__name__:36s} " + " ".join(filter(None, map(describe, args[:3])))
+            seconds[key] += time.perf_counter() - start
+            calls[key] += 1
+            return out
+
+    start = time.perf_counter()
+    with Timed():
+        update()
+    total = time.perf_counter() - start
+    print(f"\none update: {total:.3f} s, {sum(seconds.values()):.3f} s in operators\n")
+    ranked = sorted(seconds.items(), key=lambda kv: -kv[1])
+    for key, value in ranked[:rows]:
+        print(f"{1000 * value:8.1f} ms {calls[key]:5d}×  {key}")
+    rest = sum(value for _, value in ranked[rows:])
+    print(f"{1000 * rest:8.1f} ms in the other {len(ranked) - rows} groups")
 
 
 _open: list[torch.autograd.profiler.record_function] = []
