@@ -19,6 +19,12 @@ settings and reports mean return and seconds per action for each:
 Every setting plays the same episode seeds (same initial states), all episodes of a setting at
 once (one environment process each, one batched CEM call per step), as test episodes are
 planned (``planner.test_imagination``).
+
+``--topk-states N`` also asks whether bf16 rollouts *rank* as float32 ones do: from N states
+the model filtered along the run's test episodes, the run's number of candidates drawn from
+N(0, 1) (the CEM's first iteration), scored by the planning objective in both dtypes with the
+same imagination noise; reported: how many of float32's top k (the run's ``planner.top_k``)
+bf16 also puts in its top k, and whether the best candidate is the same.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 
 def play(run_dir: Path, planner: dict[str, Any], episodes: int) -> dict[str, Any]:
@@ -56,6 +64,66 @@ def play(run_dir: Path, planner: dict[str, Any], episodes: int) -> dict[str, Any
         "mean": statistics.mean(returns),
         "seconds_per_action": seconds / (len(first) - 1),  # batched: wall time per decision
         "updates": state["counters"]["updates"],
+    }
+
+
+def topk_overlap(run_dir: Path, states: int) -> dict[str, Any]:
+    """float32 vs bfloat16 ranking of the same candidates from the run's own filtered states."""
+    import torch
+
+    from planet_torch.models.imagination import LatentObjective
+    from planet_torch.replay.episodes import EpisodeDir
+    from planet_torch.training.checkpoint import load_checkpoint
+    from planet_torch.training.loop import trained_world_model
+    from planet_torch.training.run_dir import RunDir
+
+    run = RunDir(run_dir)
+    cfg = run.load_config()
+    episodes = EpisodeDir(run.test_episodes).load_all()
+    first = episodes[0]
+    state_size = 0 if first.state is None else first.state.shape[-1]
+    model = trained_world_model(
+        cfg, load_checkpoint(run.latest_checkpoint()), first.action.shape[-1], state_size,
+        torch.device("cpu"),
+    )  # fmt: skip
+    objectives = {d: LatentObjective(model, d) for d in (torch.float32, torch.bfloat16)}
+    p, generator = cfg.planner, torch.Generator().manual_seed(0)
+    per_episode = -(-states // len(episodes))
+    overlaps, same_best = [], []
+    with torch.no_grad():
+        for episode in episodes:
+            image = torch.from_numpy(episode.image[:, None])
+            action = torch.from_numpy(episode.action[:, None])
+            posterior = model.rssm.observe(
+                model.embed(image, generator), action, generator=generator
+            )[0]
+            rows = np.linspace(0, len(episode.image) - 1, per_episode).round().astype(int)
+            for t in rows[: states - len(overlaps)]:
+                start = posterior.map(lambda x, t=t: x[t].expand(p.candidates, -1))
+                plans = torch.randn(
+                    p.horizon, p.candidates, first.action.shape[-1], generator=generator
+                )
+                plans = plans.clamp(-1, 1)
+                seed = int(torch.randint(2**31, (1,), generator=generator))
+                scores = {
+                    d: f(
+                        start, plans, torch.Generator().manual_seed(seed), p.imagination == "sample"
+                    )
+                    for d, f in objectives.items()
+                }
+                top32, top16 = (set(v.topk(p.top_k).indices.tolist()) for v in scores.values())
+                overlaps.append(len(top32 & top16))
+                same_best.append(
+                    int(scores[torch.float32].argmax() == scores[torch.bfloat16].argmax())
+                )
+    return {
+        "states": len(overlaps),
+        "candidates": p.candidates,
+        "top_k": p.top_k,
+        "topk_overlap_mean": statistics.mean(overlaps),
+        "topk_overlap_min": min(overlaps),
+        "same_best_fraction": statistics.mean(same_best),
+        "kernels": {str(d): f.uses_onednn(p.candidates) for d, f in objectives.items()},
     }
 
 
@@ -89,6 +157,7 @@ def main() -> None:
         metavar="NAME:FIELD=VALUE,...",
         help="an extra setting: planner fields changed from the run's config",
     )
+    parser.add_argument("--topk-states", type=int, default=0, metavar="N")
     args = parser.parse_args()
     from planet_torch.training.run_dir import RunDir
 
@@ -105,7 +174,12 @@ def main() -> None:
     }
     settings.update(parse_setting(text) for text in args.set)
     report: dict[str, Any] = {"run_dir": str(args.run_dir), "settings": {}}
+    if args.topk_states:
+        report["topk_overlap"] = topk_overlap(args.run_dir, args.topk_states)
+        print(f"bf16 vs float32 ranking: {report['topk_overlap']}", file=sys.stderr, flush=True)
     for name, planner in settings.items():
+        if args.episodes <= 0:  # --episodes 0: the ranking comparison only
+            break
         if args.only and not any(name.startswith(prefix) for prefix in args.only):
             continue
         result = play(args.run_dir, planner, args.episodes)

@@ -22,6 +22,10 @@ def _own_machine_cache(
     from planet_torch.models import precision
 
     monkeypatch.setattr(precision, "_NOT_KEPT", {})  # as a fresh process
+    # No busy-CPU check unless a test sets its own sampler: under `make test` the other worker
+    # keeps one of the two CPUs busy, and every auto-precision measurement would read "busy"
+    # and go unkept (tests/test_precision.py checks the busy case with simulated samples).
+    monkeypatch.setattr(precision, "cpu_sample", lambda: None)
 
 
 # `make test` hands whole files to its two workers (`--dist loadfile`), in the order below

@@ -177,6 +177,24 @@ def test_a_measurement_beside_busy_processes_is_not_kept(monkeypatch) -> None:
     assert precision.remembered_speedup("probe", lambda: 9.0)[0] == 1.5
 
 
+def test_a_short_measurement_on_a_busy_machine_is_not_kept(monkeypatch) -> None:
+    """The planner's probe takes milliseconds, shorter than /proc/stat can judge: it is watched
+    for MIN_WATCH_SECONDS anyway, so a busy machine's ratio is not kept (it was, before)."""
+    import itertools
+    import time
+
+    from planet_torch.machine import CpuSample
+    from planet_torch.models import precision
+
+    busy = itertools.count(step=100.0)  # 100 CPU-seconds elsewhere per reading
+    monkeypatch.setattr(precision, "cpu_sample", lambda: CpuSample(time.monotonic(), next(busy), 0))
+    start = time.monotonic()
+    speedup, why = precision.remembered_speedup("short probe", lambda: 0.5)
+    assert speedup == 0.5 and "not kept" in why, why
+    assert time.monotonic() - start >= precision.MIN_WATCH_SECONDS
+    assert not precision.precision_file().exists()
+
+
 def test_auto_precision_survives_an_unwritable_cache(tmp_path, monkeypatch) -> None:
     from planet_torch.models import precision
 

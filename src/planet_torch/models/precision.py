@@ -96,13 +96,25 @@ while it ran: one taken beside a plotting command (1.12× where the quiet machin
 1.3-2.5×) had chosen float32 for every later run of the machine (session 8, BENCHMARKS.md)."""
 
 
+MIN_WATCH_SECONDS = 0.25
+"""The shortest window over which /proc/stat's 10 ms ticks say whether others used the CPUs."""
+
+
 def _measure_alone(measure: Callable[[], float]) -> tuple[float, float | None]:
     """``measure()``, and the share of this process's CPUs other processes used meanwhile (None
-    where /proc/stat is missing or the measurement was shorter than its 10 ms ticks can judge)."""
+    where /proc/stat is missing).
+
+    A measurement shorter than ``MIN_WATCH_SECONDS`` is watched that long (this process sleeps
+    the rest): the planner's probe takes a few milliseconds, too short to judge, and one taken
+    while two training runs held both CPUs (bf16 0.50× fp32, where the quiet machine measures
+    several times faster) had been kept as if the machine were quiet (session 19)."""
     start = cpu_sample()
     speedup = measure()
+    if start is None:
+        return speedup, None
+    time.sleep(max(0.0, start.wall_seconds + MIN_WATCH_SECONDS - time.monotonic()))
     end = cpu_sample()
-    if start is None or end is None or end.wall_seconds - start.wall_seconds < 0.25:
+    if end is None:
         return speedup, None
     return speedup, others_cpus(start, end) / usable_cpus()
 
