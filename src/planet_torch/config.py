@@ -426,8 +426,9 @@ class DreamerConfig:
     −log(1 − a²), which grows without bound as |a| → 1, so this pulls an actor off its bounds
     exactly where the gradient through the tanh vanishes. On cartpole-swingup at action repeat
     2 the original's actor locked at a bound within 225 updates and stayed (75 at 100k env
-    steps); a 20k-step probe at 0.1 stayed unsaturated (BENCHMARKS.md, Dreamer, session 18).
-    Not yet run to 100k, so no preset sets it."""
+    steps); at 0.1 it stayed off its bounds and scored 279 there and 364 at the ``cpu``
+    preset's repeat 8 (246 without; Dreamer's published 326), one seed each (BENCHMARKS.md,
+    session 19). One task so far, so no preset sets it yet."""
 
 
 @dataclass(frozen=True)
