@@ -195,13 +195,6 @@ class LatentObjective:
         self.reward_layers = len(linears)
         self.prior_head = rssm.prior_out  # its split(): mean, softplus(·) + min_std
 
-    def _linear(self, x: Tensor, name: str, act: Activation, onednn: bool) -> Tensor:
-        weight, weight_t, bias = self.layers[name]
-        if onednn:
-            assert weight is not None
-            return fused_linear(x, weight, bias, act, onednn=True)
-        return fused_linear(x, weight_t, bias, act, onednn=False)
-
     @torch.inference_mode()
     def __call__(
         self,
@@ -217,7 +210,10 @@ class LatentObjective:
         onednn = self.uses_onednn(N)
 
         def linear(x: Tensor, name: str, act: Activation = "none") -> Tensor:
-            return self._linear(x, name, act, onednn)
+            weight, weight_t, bias = self.layers[name]
+            chosen = weight if onednn else weight_t  # the layout this kernel reads
+            assert chosen is not None
+            return fused_linear(x, chosen, bias, act, onednn)
 
         eps = None
         if sample and not rssm.mean_only:  # the same draw as the reference imagine()
