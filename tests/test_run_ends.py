@@ -16,6 +16,7 @@ from run_helpers import (
 )
 
 from planet_torch.config import DEBUG, override
+from planet_torch.errors import UserError
 from planet_torch.training.loop import Trainer
 
 # An env-step budget: 2 seed episodes of 80 env steps, then one episode per 3 updates until the
@@ -91,6 +92,50 @@ def test_plan_counts_the_work_of_a_budget_run():
     ddpg = override(walker, algo="ddpg")  # one update per policy step, paid after an episode
     assert DDPGTrainer.plan(ddpg).updates == 94 * 500
     assert DDPGTrainer.plan(ddpg).train_episodes == 94
+
+
+def test_min_updates_per_decision_sets_the_updates_per_episode_by_the_action_repeat():
+    """``--schedule.min-updates-per-decision``: 0.2 gives the repeat-2 tasks (500 decisions per
+    episode) 100 updates per episode and leaves the 50 of repeat 4 and 8 (250 and 125)."""
+    from planet_torch.config import CPU
+
+    rule = {"collect_every_updates": 50, "min_updates_per_decision": 0.2}
+    per_episode = {
+        task: override(CPU, task=task, schedule=rule).updates_per_train_episode
+        for task in ("walker-walk", "finger-spin", "cheetah-run", "cartpole-swingup")
+    }
+    assert per_episode == {
+        "walker-walk": 100,
+        "finger-spin": 100,
+        "cheetah-run": 50,
+        "cartpole-swingup": 50,
+    }
+    walker = override(CPU, task="walker-walk", schedule=rule)
+    assert Trainer.plan(walker).updates == 9500  # 95 planned episodes, 100 updates each
+    assert override(CPU, task="walker-walk").updates_per_train_episode == 50  # off: as before
+    with pytest.raises(UserError, match="min-updates-per-decision"):
+        override(CPU, schedule={"min_updates_per_decision": -1.0}).validate()
+
+
+def test_a_run_collects_by_the_per_decision_rule(tmp_path):
+    """The schedule collects one train episode per updates_per_train_episode updates: debug
+    episodes of 40 decisions at 0.2 per decision = 8 updates per episode (not 3)."""
+    cfg = override(
+        DEBUG,
+        schedule={
+            "total_updates": 16,
+            "collect_every_updates": 3,
+            "min_updates_per_decision": 0.2,
+            "test_every_updates": 16,
+            "final_eval_episodes": 0,
+        },
+    )
+    assert cfg.episode_policy_steps == 10 and cfg.updates_per_train_episode == 3
+    cfg = override(cfg, env={"episode_env_steps": 320})  # 40 decisions at repeat 8
+    assert cfg.updates_per_train_episode == 8
+    Trainer(cfg, tmp_path / "run", progress=False).train()
+    train = sorted((tmp_path / "run" / "train_episodes").glob("*.npz"))
+    assert len(train) == cfg.schedule.seed_episodes + 16 // 8, [p.name for p in train]
 
 
 def test_max_hours_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):

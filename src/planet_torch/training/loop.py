@@ -4,7 +4,8 @@
     repeat until schedule.total_updates, schedule.max_hours or the env-step budget
     (schedule.max_env_steps in train_episodes/, then a last test phase at the budget):
       train phase  test_every_updates updates on chunks from train_episodes/; after every
-                   collect_every_updates-th update one planned episode with exploration noise
+                   updates_per_train_episode-th update (schedule.collect_every_updates, or
+                   more with schedule.min_updates_per_decision) one planned episode with exploration noise
                    (planner.train_noise) -> train_episodes/
       test phase   test_batches batches from test_episodes/ scored without gradient (test/...),
                    test_episodes planned episodes without noise -> test_episodes/, their return
@@ -115,11 +116,11 @@ class Trainer(BaseTrainer):
         )
 
     def _schedule(self) -> None:
-        s = self.cfg.schedule
         while True:
             self._check_stop()
             while (
-                self.counters.train_collected < self.counters.updates // s.collect_every_updates
+                self.counters.train_collected
+                < self.counters.updates // self.cfg.updates_per_train_episode
                 and not self.budget_reached
             ):
                 self._train_episode()
@@ -182,11 +183,11 @@ class Trainer(BaseTrainer):
 
     @staticmethod
     def _updates_before_episode(cfg: Config, n: int) -> int:
-        return n * cfg.schedule.collect_every_updates
+        return n * cfg.updates_per_train_episode
 
     @staticmethod
     def _episodes_after_updates(cfg: Config, updates: int) -> int:
-        return updates // cfg.schedule.collect_every_updates
+        return updates // cfg.updates_per_train_episode
 
     def _probe_seconds_per_action(self) -> float:
         """Time one decision on a stored frame (own generator: the run's streams untouched)."""
