@@ -4,9 +4,9 @@
     repeat until schedule.total_updates, schedule.max_hours or the env-step budget
     (schedule.max_env_steps in train_episodes/, then a last test phase at the budget):
       train phase  test_every_updates updates on chunks from train_episodes/; after every
-                   updates_per_train_episode-th update (schedule.collect_every_updates, or
-                   more with schedule.min_updates_per_decision) one planned episode with exploration noise
-                   (planner.train_noise) -> train_episodes/
+                   updates_per_train_episode-th update (schedule.collect_every_updates, or more
+                   with schedule.min_updates_per_decision) one planned episode with exploration
+                   noise (planner.train_noise) -> train_episodes/
       test phase   test_batches batches from test_episodes/ scored without gradient (test/...),
                    test_episodes planned episodes without noise -> test_episodes/, their return
                    is the score (test/return); an open-loop video; a checkpoint
