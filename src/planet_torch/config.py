@@ -436,7 +436,9 @@ class DreamerConfig:
     2 the original's actor locked at a bound within 225 updates and stayed (75 at 100k env
     steps); at 0.1 it stayed off its bounds and scored 279 there and 364 at the ``cpu``
     preset's repeat 8 (246 without; Dreamer's published 326), one seed each (BENCHMARKS.md,
-    session 19). One task so far, so no preset sets it yet."""
+    session 19); at the ``cpu`` preset, seed 0: cheetah-run 334 (published 235), reacher-easy
+    46 (published 314, random 63; session 20). Not learnt on reacher and one seed per task, so
+    no preset sets it yet."""
 
 
 @dataclass(frozen=True)
