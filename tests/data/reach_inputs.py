@@ -35,9 +35,9 @@ def reach_config() -> Config:
 
 class StickyRandom:
     """Uniform random actions, each kept for a geometric number of decisions (mean
-    ``1 / change``): the point travels and reaches the walls, where uniform noise dithers near
-    its start, so the model also learns what happens at the walls, where an actor that pushes
-    into a corner ends up."""
+    ``1 / change``): the point travels and reaches the walls (uniform noise dithers near its
+    start), so the model also learns what happens there, where an actor pushing into a corner
+    ends up."""
 
     def __init__(self, env: Env, rng: np.random.Generator, change: float) -> None:
         self.env, self.rng, self.change = env, rng, change
