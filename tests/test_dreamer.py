@@ -17,7 +17,7 @@ from planet_torch.agents.random import RandomAgent
 from planet_torch.config import DEBUG, DreamerConfig, override
 from planet_torch.envs import Env, make_env
 from planet_torch.errors import UserError
-from planet_torch.models import State, WorldModel
+from planet_torch.models import WorldModel
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import run_episode
 from planet_torch.training.dreamer_loop import DreamerTrainer
@@ -25,7 +25,7 @@ from planet_torch.training.evaluate import evaluate
 from planet_torch.training.inspection import inspect_run
 
 sys.path.insert(0, str(Path(__file__).parent / "data"))
-from reach_inputs import reach_config, reach_episodes
+from reach_inputs import filtered_posterior, reach_config, reach_episodes
 
 UPDATES_REACH = 300
 REACH_MODEL = Path(__file__).parent / "data" / "reach_world_model.pt"
@@ -185,16 +185,6 @@ def test_negative_entropy_scale_is_a_user_error() -> None:
         override(RUN, dreamer={"entropy_scale": -0.1}).validate()
 
 
-def _posterior(model: WorldModel, env: Env, episodes: int, seed: int) -> State:
-    """The filtered posterior states [T, N, ...] of ``episodes`` fresh episodes of the env."""
-    played = reach_episodes(env, episodes, seed)
-    image = torch.from_numpy(np.stack([e.image for e in played], 1))  # [T, N, 64, 64, 3]
-    action = torch.from_numpy(np.stack([e.action for e in played], 1))  # [T, N, A]
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        return model.rssm.observe(model.embed(image, generator), action, generator=generator)[0]
-
-
 def _mean_return(env: Env, agent: object, seeds: range) -> float:
     episodes = [run_episode(env, agent, s) for s in seeds]
     return float(np.mean([e.reward.sum() for e in episodes]))
@@ -224,7 +214,9 @@ def test_the_actor_trained_in_imagination_beats_random_in_the_env() -> None:
     assert missing and all(k.startswith("decoder.") for k in missing), missing  # not needed
     model.eval().requires_grad_(False)
     learner = DreamerLearner(model, cfg.dreamer)
-    posterior = _posterior(model, env, episodes=64, seed=30_000)  # [T, 64, ...]
+    posterior = filtered_posterior(  # [T, 64, ...] from 64 fresh episodes
+        model, reach_episodes(env, 64, seed=30_000), torch.Generator().manual_seed(30_000)
+    )
 
     def acting(seed: int) -> DreamerAgent:
         generator = torch.Generator().manual_seed(seed)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from reach_inputs import reach_config, reach_episodes
+from reach_inputs import filtered_posterior, reach_config, reach_episodes
 
 from planet_torch.envs import Env, make_env
 from planet_torch.models import WorldModel, WorldModelTrainer
@@ -38,12 +38,8 @@ def direction_check(model: WorldModel, env: Env, generator: torch.Generator) -> 
     predicted reward than straight away from it (fresh episodes, every 5th row)."""
     wins, total = 0, 0
     for episode in reach_episodes(env, 10, seed=20_000):
+        posterior = filtered_posterior(model, [episode], generator)  # [T, 1, ...]
         with torch.no_grad():
-            image = torch.from_numpy(episode.image)[:, None]
-            embed = model.embed(image, generator)
-            posterior, _ = model.rssm.observe(
-                embed, torch.from_numpy(episode.action)[:, None], generator=generator
-            )
             for t in range(5, episode.num_rows, 5):
                 start = posterior.map(lambda x, t=t: x[t].expand(64, *x.shape[2:]))
                 towards = episode.state[t, 2:] - episode.state[t, :2]

@@ -5,9 +5,11 @@ from: used by the script that wrote it (make_reach_world_model.py) and by the te
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from planet_torch.config import DEBUG, Config, override
 from planet_torch.envs import Env
+from planet_torch.models import State, WorldModel
 from planet_torch.replay import Episode
 from planet_torch.training.collect import run_episode
 
@@ -63,3 +65,13 @@ def reach_episodes(env: Env, count: int, seed: int) -> list[Episode]:
         run_episode(env, StickyRandom(env, rng, 1.0 if i % 2 else 0.1), seed=seed + i)
         for i in range(count)
     ]
+
+
+def filtered_posterior(
+    model: WorldModel, episodes: list[Episode], generator: torch.Generator
+) -> State:
+    """The posterior states [T, N, ...] of N equally long episodes, filtered along each."""
+    image = torch.from_numpy(np.stack([e.image for e in episodes], 1))  # [T, N, 64, 64, 3]
+    action = torch.from_numpy(np.stack([e.action for e in episodes], 1))  # [T, N, A]
+    with torch.no_grad():
+        return model.rssm.observe(model.embed(image, generator), action, generator=generator)[0]
