@@ -94,9 +94,7 @@ def topk_overlap(run_dir: Path, states: int) -> dict[str, Any]:
         for episode in episodes:
             image = torch.from_numpy(episode.image[:, None])
             action = torch.from_numpy(episode.action[:, None])
-            posterior = model.rssm.observe(
-                model.embed(image, generator), action, generator=generator
-            )[0]
+            posterior = model.observe(image, action, generator)[0]
             rows = np.linspace(0, len(episode.image) - 1, per_episode).round().astype(int)
             for t in rows[: states - len(overlaps)]:
                 start = posterior.map(lambda x, t=t: x[t].expand(p.candidates, -1))

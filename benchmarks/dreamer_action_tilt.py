@@ -63,8 +63,7 @@ def model_tilt(
         image = torch.from_numpy(episode.image[:, None])  # [T, 1, 64, 64, 3]
         action = torch.from_numpy(episode.action[:, None])  # [T, 1, A]
         with torch.no_grad():
-            embed = model.embed(image, generator)
-            posterior = model.rssm.observe(embed, action, generator=generator)[0]  # [T, 1, ...]
+            posterior = model.observe(image, action, generator)[0]  # [T, 1, ...]
             rows = list(range(every, len(episode.image), every))
             for t in rows:
                 start = posterior.map(lambda x, t=t: x[t].expand(len(constant), -1))

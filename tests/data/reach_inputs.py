@@ -74,4 +74,4 @@ def filtered_posterior(
     image = torch.from_numpy(np.stack([e.image for e in episodes], 1))  # [T, N, 64, 64, 3]
     action = torch.from_numpy(np.stack([e.action for e in episodes], 1))  # [T, N, A]
     with torch.no_grad():
-        return model.rssm.observe(model.embed(image, generator), action, generator=generator)[0]
+        return model.observe(image, action, generator)[0]

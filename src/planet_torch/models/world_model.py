@@ -261,6 +261,15 @@ class WorldModel(nn.Module):
         posterior, _ = self.rssm.obs_step(state, prev_action.to(self.device), embed, generator)
         return posterior
 
+    def observe(
+        self, image: Tensor, action: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[State, State]:
+        """:meth:`filter` along whole sequences from the zero state: frames uint8
+        [T, N, 64, 64, 3] and the actions [T, N, A] (row t holds the action executed *before*
+        frame t, the replay's convention) -> posterior and prior states [T, N, ...]."""
+        embed = self.embed(image, generator)  # [T, N, E], all frames in one batched call
+        return self.rssm.observe(embed, action.to(self.device), generator=generator)
+
     def imagine_return(
         self,
         state: State,
@@ -428,8 +437,7 @@ class WorldModel(nn.Module):
         T = images.shape[0]
         assert 1 <= context <= T, (context, T)
         actions = actions.to(self.device)
-        embed = self.embed(images[:context], generator)
-        posterior, _ = self.rssm.observe(embed, actions[:context], generator=generator)
+        posterior, _ = self.observe(images[:context], actions[:context], generator)
         features = [self.rssm.features(posterior)]
         if context < T:
             last = posterior.map(lambda x: x[-1])

@@ -99,9 +99,11 @@ def _savefig(fig: Any, path: Path) -> Path:
 
 def _filter(model: WorldModel, episode: Episode, generator: torch.Generator) -> tuple[State, State]:
     """Posterior and prior states [T, 1, ...] of a whole episode (T rows)."""
-    image = torch.from_numpy(episode.image[:, None])
-    action = torch.from_numpy(episode.action[:, None]).to(model.device)
-    return model.rssm.observe(model.embed(image, generator), action, generator=generator)
+    return model.observe(
+        torch.from_numpy(episode.image[:, None]),
+        torch.from_numpy(episode.action[:, None]),
+        generator,
+    )
 
 
 def _reconstruction_mse(model: WorldModel, episode: Episode, posterior: State) -> np.ndarray:
