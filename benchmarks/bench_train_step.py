@@ -46,9 +46,9 @@ HERE = Path(__file__).resolve().parent
 
 VARIANTS: dict[str, str] = {
     "fast": "as shipped: channels-last, in-place ReLU, T·B frames per conv call, sub-pixel last "
-    "deconv, 1×1 deconv as matmul, fused squared error, bias after the deconvs, im2col weight "
-    "gradient of the last conv, conv + bias + ReLU fused in bf16 on AMX CPUs; "
-    "retain_freed_memory()",
+    "deconv, 1×1 deconv as matmul, fused squared error, bias after the deconvs, the last conv "
+    "as im2col matmuls, channels-last encoder weights, conv + bias + ReLU fused in bf16 on AMX "
+    "CPUs; retain_freed_memory()",
     "plain": "the plain reference modules (model.fast_kernels off: torch's own layers and "
     "RSSM loops; channels-last, in-place ReLUs and the fast kernels all off)",
     "thp_no_retain": "no retain_freed_memory(), THP_MEM_ALLOC_ENABLE=1 instead",
@@ -59,7 +59,10 @@ VARIANTS: dict[str, str] = {
     "deconv1_convT": "first deconv (on the 1×1 map) as ConvTranspose2d instead of a matmul",
     "mse_loss": "image NLL through F.mse_loss(reduction='sum') instead of the fused function",
     "per_step_convs": "encoder and decoder called once per time step (B frames) instead of T·B",
-    "conv4_onednn": "last encoder conv's weight gradient by oneDNN instead of an im2col matmul",
+    "conv4_onednn": "last encoder conv by oneDNN (forward and weight gradient) instead of im2col "
+    "matmuls",
+    "oihw_weights": "encoder conv weights in torch's default (O, I, H, W) memory layout instead of "
+    "channels-last",
     "bias_inside": "transposed convs with the bias inside oneDNN's conv (forward and backward)",
     "unfused_relu": "conv, bias and ReLU as separate passes also where the fast layers fuse them "
     "(in bf16 on CPUs with AMX)",
@@ -116,6 +119,10 @@ def _apply_one(model: Any, variant: str) -> None:
     elif variant == "conv4_onednn":
         last_conv = model.encoder.net[-2]
         last_conv.forward = types.MethodType(nn.Conv2d.forward, last_conv)
+    elif variant == "oihw_weights":
+        for module in model.encoder.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.data = module.weight.data.contiguous()
     elif variant == "unfused_relu":
         fast.cpu_has_amx = lambda: False  # type: ignore[assignment]  # (this child process only)
     elif variant == "bias_inside":

@@ -28,7 +28,7 @@ from planet_torch.models import fast as fast_module
 from planet_torch.models.fast import (
     BiasAfterConvTranspose2d,
     Deconv1x1,
-    Im2colGradConv2d,
+    Im2colConv2d,
     ReLUConv2d,
     ReLUConvTranspose2d,
     SubPixelConvTranspose2d,
@@ -102,6 +102,11 @@ class ConvTransposeThenReLU(nn.ConvTranspose2d):
         return torch.relu(super().forward(x, output_size))
 
 
+def channels_last_weight(layer: nn.Conv2d) -> nn.Conv2d:
+    layer.weight.data = layer.weight.data.contiguous(memory_format=torch.channels_last)
+    return layer
+
+
 @pytest.fixture(params=[False, True], ids=["no_amx", "amx"])
 def amx(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Run a test as on a CPU without and with AMX: with it, bf16 conv + ReLU layers take the
@@ -122,8 +127,15 @@ def amx(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool
             7,
         ),
         # the encoder's last conv (6 → 2), and a map whose last row the stride leaves out
-        (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 6),
-        (lambda: Im2colGradConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 9),
+        (lambda: Im2colConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 6),
+        (lambda: Im2colConv2d(5, 7, 4, stride=2), lambda: nn.Conv2d(5, 7, 4, stride=2), 5, 9),
+        # ... with its weight channels-last, as FastEncoder keeps it
+        (
+            lambda: channels_last_weight(Im2colConv2d(5, 7, 4, stride=2)),
+            lambda: nn.Conv2d(5, 7, 4, stride=2),
+            5,
+            9,
+        ),
         (lambda: ReLUConv2d(5, 7, 4, stride=2), lambda: ConvThenReLU(5, 7, 4, stride=2), 5, 9),
         (
             lambda: ReLUConvTranspose2d(6, 4, 5, stride=2),
@@ -132,7 +144,16 @@ def amx(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool
             7,
         ),
     ],
-    ids=["deconv1x1", "subpixel", "bias_after", "im2col_6", "im2col_9", "relu_conv", "relu_deconv"],
+    ids=[
+        "deconv1x1",
+        "subpixel",
+        "bias_after",
+        "im2col_6",
+        "im2col_9",
+        "im2col_9_cl",
+        "relu_conv",
+        "relu_deconv",
+    ],
 )
 def test_fast_layer_is_the_torch_layer(
     make_fast: Callable[[], nn.Module],

@@ -10,8 +10,8 @@ What each buys was measured with benchmarks/bench_train_step.py (BENCHMARKS.md):
 * activations in channels-last memory: oneDNN's convs are about 2× faster so;
 * in-place ReLUs: a conv's output is not needed by its backward, so this saves a full-size
   activation per layer (the encoder's largest is 300 MB at paper size);
-* the encoder's last conv gets its weight gradient from one matrix product
-  (:class:`Im2colGradConv2d`);
+* the encoder's last conv runs its forward pass and its weight gradient as one matrix product
+  each (:class:`Im2colConv2d`);
 * the decoder's first transposed conv, on a 1×1 map, is a matrix product (:class:`Deconv1x1`);
 * its last, 3 output channels, runs its forward pass as a stride-1 conv with 4·3 channels and a
   pixel shuffle (:class:`SubPixelConvTranspose2d`): oneDNN's transposed-conv forward is slow for
@@ -143,12 +143,35 @@ def patch_matrix(x: Tensor, k: int, stride: int, out_h: int, out_w: int) -> Tens
     return view.reshape(n * out_h * out_w, k * k * c)
 
 
-class _Im2colGradConv(torch.autograd.Function):
+class _Im2colConv(torch.autograd.Function):
+    """A valid k×k conv of a channels-last map as one matrix product each way: the forward
+    ``patches · Wᵀ`` and the weight gradient ``gradᵀ · patches``; the input gradient is oneDNN's."""
+
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: int) -> Tensor:
+        c_out, _, k, _ = weight.shape
+        x = x.contiguous(memory_format=torch.channels_last)
+        n, _, h, w = x.shape
+        out_h, out_w = (h - k) // stride + 1, (w - k) // stride + 1
+        # [c_out, k·k·c_in] in the patches' (kh, kw, c) order: a free view of a channels-last W
+        matrix = weight.permute(0, 2, 3, 1).reshape(c_out, -1)
+        patches = patch_matrix(x, k, stride, out_h, out_w)  # [N·out_h·out_w, k·k·c_in]
+        # The product lands in a channels-last output (not a view of one: the ReLU after this
+        # layer works in place, which autograd forbids on a custom function's view output).
+        y = torch.empty(
+            (n, c_out, out_h, out_w),
+            dtype=x.dtype,
+            device=x.device,
+            memory_format=torch.channels_last,
+        )
+        rows = y.permute(0, 2, 3, 1).view(-1, c_out)  # [N·out_h·out_w, c_out], a view of y
+        if bias is None:
+            torch.mm(patches, matrix.t(), out=rows)
+        else:
+            torch.addmm(bias, patches, matrix.t(), out=rows)
         ctx.save_for_backward(x, weight)
         ctx.stride, ctx.has_bias = stride, bias is not None
-        return F.conv2d(x, weight, bias, stride)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
@@ -166,20 +189,24 @@ class _Im2colGradConv(torch.autograd.Function):
             patches = patch_matrix(x, k, ctx.stride, grad.shape[2], grad.shape[3])
             flat = grad.permute(0, 2, 3, 1).reshape(-1, c_out)  # [M, c_out], a free view
             grad_w = (flat.t() @ patches).view(c_out, k, k, c_in).permute(0, 3, 1, 2)
-            grad_w = grad_w.contiguous()
+            if weight.is_contiguous():  # else W is channels-last, as this view already is
+                grad_w = grad_w.contiguous()
         if ctx.has_bias and needs[2]:
             grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None
 
 
-class Im2colGradConv2d(nn.Conv2d):
-    """``nn.Conv2d`` whose CPU weight gradient is one im2col matmul (valid, undilated,
-    ungrouped, square stride; any other conv runs as the parent).
+class Im2colConv2d(nn.Conv2d):
+    """``nn.Conv2d`` whose CPU forward and weight gradient are each one im2col matmul (valid,
+    undilated, ungrouped, square stride; any other conv runs as the parent). Keep the weight
+    channels-last in memory (:class:`FastEncoder` does): its matrix is then a free view.
 
     For the encoder's last conv (128 → 256 channels, 6×6 → 2×2) oneDNN's weight-gradient kernel
     ran at 88-126 GFLOP/s on 2 cores of a Zen 4, the matmul at 170 (fp32) and 350 (bf16):
-    98 → 63 ms and 83 → 30 ms at paper size. For the larger maps of the other convs oneDNN was
-    as fast or faster, so they stay ``nn.Conv2d``.
+    98 → 63 ms and 83 → 30 ms at paper size. Its forward on one frame, as every decision
+    filters one (one thread of an AMX Xeon, under load, 2026-12-03): 549 → 89 µs in fp32, 421 →
+    78 µs in bf16 — oneDNN reorders the weight on every call; 2-5× faster up to 256 frames.
+    For the larger maps of the other convs oneDNN was as fast or faster, so they stay convs.
     """
 
     def forward(self, x: Tensor) -> Tensor:
@@ -188,7 +215,7 @@ class Im2colGradConv2d(nn.Conv2d):
             return super().forward(x)
         x_, weight, bias = autocast_args(x, self.weight, self.bias)
         with torch.autocast("cpu", enabled=False):
-            out = _Im2colGradConv.apply(x_, weight, bias, self.stride[0])
+            out = _Im2colConv.apply(x_, weight, bias, self.stride[0])
         assert isinstance(out, Tensor)
         return out
 
@@ -223,15 +250,22 @@ class ReLUConv2d(nn.Conv2d):
 
 class FastEncoder(Encoder):
     """:class:`Encoder` in channels-last memory with in-place ReLUs (fused into the convs in
-    bf16 on AMX CPUs) and the last conv's weight gradient as one matmul."""
+    bf16 on AMX CPUs) and the last conv as matmuls (:class:`Im2colConv2d`)."""
 
-    conv_types = (ReLUConv2d, ReLUConv2d, ReLUConv2d, Im2colGradConv2d)
+    conv_types = (ReLUConv2d, ReLUConv2d, ReLUConv2d, Im2colConv2d)
     memory_format = torch.channels_last
     """Activation layout of the convs: channels-last is about 2× faster on CPU (oneDNN)."""
 
     def __init__(self, depth: int = 32) -> None:
         super().__init__(depth)
         fuse_relus(self.net)
+        # Weights channels-last, after the init (as FastDecoder's first layer): the same values
+        # as the plain encoder's from the same seed. The last conv's [c_out, k·k·c_in] matrix is
+        # then a free view, and oneDNN's per-call weight reorder is cheaper for the others (one
+        # frame, one thread of an AMX Xeon, under load: conv2 167 → 131 µs, conv3 218 → 134).
+        for layer in self.net:
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.data = layer.weight.data.contiguous(memory_format=torch.channels_last)
 
     def forward(self, image: Tensor) -> Tensor:
         lead = image.shape[:-3]
