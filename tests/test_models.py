@@ -253,3 +253,23 @@ def test_acting_helpers() -> None:
         start = state.map(lambda v: v.repeat_interleave(5, 0))  # 5 candidates per env
         returns = model.imagine_return(start, torch.randn(4, B * 5, 1), gen(0))
     assert returns.shape == (B * 5,) and torch.isfinite(returns).all()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "plain"])
+def test_bf16_embedding_without_autograd_is_autocasts(fast: bool) -> None:
+    """Acting embeds frames on a copy of the encoder cast to bf16 once: bit for bit what
+    autocast gives (with the same noise), again after an update has changed the weights, and
+    the copy is in no state dict."""
+    cfg = override(DEBUG, model={"compute_dtype": "bfloat16", "fast_kernels": fast})
+    model, batch = make(cfg), blob_batch()
+    keys = set(model.state_dict())
+    trainer = WorldModelTrainer(model)
+    for update in range(2):
+        with torch.no_grad():
+            cached = model.embed(batch["image"], gen(4))
+        with torch.enable_grad():
+            autocast = model.embed(batch["image"], gen(4))
+        assert autocast.requires_grad and not cached.requires_grad
+        assert torch.equal(cached, autocast.detach()), update
+        trainer.update(batch, gen(update))
+    assert set(model.state_dict()) == keys
