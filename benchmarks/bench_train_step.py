@@ -63,6 +63,8 @@ VARIANTS: dict[str, str] = {
     "matmuls",
     "oihw_weights": "encoder conv weights in torch's default (O, I, H, W) memory layout instead of "
     "channels-last",
+    "torch_noise": "dequantisation noise from torch.rand (one serial generator) instead of numpy "
+    "streams per block on torch's threads",
     "bias_inside": "transposed convs with the bias inside oneDNN's conv (forward and backward)",
     "unfused_relu": "conv, bias and ReLU as separate passes also where the fast layers fuse them "
     "(in bf16 on CPUs with AMX)",
@@ -123,6 +125,15 @@ def _apply_one(model: Any, variant: str) -> None:
         for module in model.encoder.modules():
             if isinstance(module, nn.Conv2d):
                 module.weight.data = module.weight.data.contiguous()
+    elif variant == "torch_noise":
+        import importlib
+
+        preprocess = importlib.import_module("planet_torch.models.preprocess")  # the module
+
+        def torch_rand(shape: Any, generator: Any = None, device: Any = "cpu") -> torch.Tensor:
+            return torch.rand(shape, generator=generator, device=device)
+
+        preprocess.uniform_noise = torch_rand  # type: ignore[assignment]
     elif variant == "unfused_relu":
         fast.cpu_has_amx = lambda: False  # type: ignore[assignment]  # (this child process only)
     elif variant == "bias_inside":

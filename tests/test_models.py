@@ -13,6 +13,7 @@ from torch import nn
 
 from planet_torch.config import DEBUG, PAPER, override
 from planet_torch.models import (
+    NOISE_BLOCK,
     RSSM,
     SSM,
     Decoder,
@@ -24,6 +25,7 @@ from planet_torch.models import (
     kl_normal,
     postprocess,
     preprocess,
+    uniform_noise,
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +124,36 @@ def test_preprocess_matches_original() -> None:
     assert torch.equal(x, preprocess(image, 5, gen(1)))  # the generator decides the noise
     assert torch.equal(postprocess(x, 5), image & 0xF8)  # quantised value, back exactly
     assert postprocess(torch.full((3, 64, 64), 9.0)).max() == 255  # clipped
+
+
+def test_a_large_noise_draw_is_uniform_and_the_generators_alone() -> None:
+    """A training batch's noise (≥ NOISE_BLOCK elements, numpy streams per block, threaded):
+    U[0, 1) in every block, blocks unlike each other, the same values for the same generator
+    state at one thread or two, fresh values on the next draw."""
+    shape = (3 * NOISE_BLOCK + 12345,)  # three full blocks and a part
+    draws, previous = {}, torch.get_num_threads()  # (this module runs at one thread)
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            g = gen(7)
+            draws[threads] = (uniform_noise(shape, g), uniform_noise(shape, g))
+    finally:
+        torch.set_num_threads(previous)
+    first, second = draws[1]
+    assert first.shape == shape and first.dtype == torch.float32
+    assert torch.equal(first, draws[2][0]) and torch.equal(second, draws[2][1])
+    assert not torch.equal(first, second)
+    blocks = list(first.split(NOISE_BLOCK))
+    for block in blocks:
+        assert block.min() >= 0 and block.max() < 1
+        assert abs(block.mean().item() - 0.5) < 0.01
+        assert abs(block.var().item() - 1 / 12) < 0.002
+    # neighbouring blocks are different streams: uncorrelated, not shifted copies
+    a, b = blocks[0], blocks[1]
+    assert abs(torch.corrcoef(torch.stack([a, b]))[0, 1].item()) < 0.01
+    assert not torch.isin(a[:1000], b).all()
+    # a draw below one block is torch's own generator, as before
+    assert torch.equal(uniform_noise((5, 7), gen(3)), torch.rand((5, 7), generator=gen(3)))
 
 
 # ---------------------------------------------------------------------------------------------

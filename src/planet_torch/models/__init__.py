@@ -6,7 +6,7 @@ from planet_torch.models.fast import FastDecoder, FastEncoder
 from planet_torch.models.fast_rssm import FastRSSM
 from planet_torch.models.heads import MLP, RewardHead, StateProbe
 from planet_torch.models.latent import LatentModel, State, kl_normal, kl_standard_normal
-from planet_torch.models.preprocess import postprocess, preprocess
+from planet_torch.models.preprocess import NOISE_BLOCK, postprocess, preprocess, uniform_noise
 from planet_torch.models.rssm import RSSM, GRUBlockCell, LSTMBlockCell
 from planet_torch.models.ssm import SSM
 from planet_torch.models.world_model import (
@@ -18,6 +18,7 @@ from planet_torch.models.world_model import (
 
 __all__ = [
     "MLP",
+    "NOISE_BLOCK",
     "RSSM",
     "SSM",
     "Decoder",
@@ -39,4 +40,5 @@ __all__ = [
     "postprocess",
     "preprocess",
     "retain_freed_memory",
+    "uniform_noise",
 ]

@@ -12,8 +12,65 @@ convolutions run fastest in (measured: about 2x over contiguous NCHW, benchmarks
 
 from __future__ import annotations
 
+import itertools
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 import torch
 from torch import Tensor
+
+NOISE_BLOCK = 1 << 20
+"""Elements per noise stream of a large CPU draw (:func:`uniform_noise`): 85 frames' worth."""
+
+_noise_pools: dict[int, ThreadPoolExecutor] = {}
+os.register_at_fork(after_in_child=_noise_pools.clear)  # a forked child has none of the threads
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    if workers not in _noise_pools:
+        _noise_pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="planet-noise")
+    return _noise_pools[workers]
+
+
+def uniform_noise(
+    shape: torch.Size | tuple[int, ...],
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """U[0, 1) float32 noise of ``shape``, a function of ``generator``'s state alone.
+
+    torch's CPU generator is one serial Mersenne twister: a training batch's noise took 85 ms of
+    a 1.2 s paper-size bf16 update on a 2-core AMX Xeon (BENCHMARKS.md, session 19), ≈ 17 ms of
+    the ``cpu`` preset's 0.14 s. So on the CPU a draw of at least ``NOISE_BLOCK`` elements takes
+    one 62-bit seed from ``generator`` and fills each block of ``NOISE_BLOCK`` elements from
+    its own numpy PCG64 stream (``SeedSequence(seed).spawn``), the blocks shared among torch's
+    threads (numpy fills without the GIL). Every element is a float32 uniform on [0, 1) as
+    ``torch.rand``'s, and the values do not depend on the thread count. Smaller draws (one
+    frame per decision) and other devices use ``torch.rand``.
+    """
+    device = torch.device(device)
+    n = math.prod(shape)
+    if device.type != "cpu" or n < NOISE_BLOCK:
+        return torch.rand(shape, generator=generator, device=device)
+    seed = int(torch.randint(0, 2**62, (), generator=generator))
+    out = torch.empty(shape, dtype=torch.float32)
+    flat = out.view(-1).numpy()
+    blocks = np.random.SeedSequence(seed).spawn(-(-n // NOISE_BLOCK))
+
+    def fill(first: int, last: int) -> None:
+        for i, stream in enumerate(blocks[first:last], first):
+            rows = flat[i * NOISE_BLOCK : (i + 1) * NOISE_BLOCK]
+            np.random.Generator(np.random.PCG64(stream)).random(out=rows, dtype=np.float32)
+
+    workers = max(1, min(torch.get_num_threads(), len(blocks)))
+    if workers == 1:
+        fill(0, len(blocks))
+    else:
+        bounds = np.linspace(0, len(blocks), workers + 1).round().astype(int).tolist()
+        list(_pool(workers).map(lambda ab: fill(*ab), itertools.pairwise(bounds)))
+    return out
 
 
 def preprocess(image: Tensor, bits: int, generator: torch.Generator | None = None) -> Tensor:
@@ -26,7 +83,7 @@ def preprocess(image: Tensor, bits: int, generator: torch.Generator | None = Non
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be in 1..8, got {bits}")
     levels = image >> (8 - bits) if bits < 8 else image  # floor(u8 / 2^(8-bits)), exact
-    noise = torch.rand(image.shape, generator=generator, device=image.device)
+    noise = uniform_noise(image.shape, generator, image.device)
     x = noise.add_(levels).mul_(1.0 / 2**bits).sub_(0.5)  # (level + U[0,1)) / 2^bits - 0.5
     return x.movedim(-1, -3)  # [..., 3, H, W], a view: channels-last strides
 
