@@ -112,6 +112,10 @@ def test_min_updates_per_decision_sets_the_updates_per_episode_by_the_action_rep
     }
     walker = override(CPU, task="walker-walk", schedule=rule)
     assert Trainer.plan(walker).updates == 9500  # 95 planned episodes, 100 updates each
+    # test phases stretch with the episodes: one per 10 train episodes on every task
+    cheetah = override(CPU, task="cheetah-run", schedule=rule)
+    assert (walker.updates_per_test_phase, cheetah.updates_per_test_phase) == (1000, 500)
+    assert Trainer.plan(walker).test_episodes == Trainer.plan(cheetah).test_episodes == 10
     assert override(CPU, task="walker-walk").updates_per_train_episode == 50  # off: as before
     with pytest.raises(UserError, match="min-updates-per-decision"):
         override(CPU, schedule={"min_updates_per_decision": -1.0}).validate()
@@ -119,14 +123,15 @@ def test_min_updates_per_decision_sets_the_updates_per_episode_by_the_action_rep
 
 def test_a_run_collects_by_the_per_decision_rule(tmp_path):
     """The schedule collects one train episode per updates_per_train_episode updates: debug
-    episodes of 40 decisions at 0.2 per decision = 8 updates per episode (not 3)."""
+    episodes of 40 decisions at 0.2 per decision = 8 updates per episode (not 3), and tests
+    after as many train episodes as without the rule."""
     cfg = override(
         DEBUG,
         schedule={
             "total_updates": 16,
             "collect_every_updates": 3,
             "min_updates_per_decision": 0.2,
-            "test_every_updates": 16,
+            "test_every_updates": 6,  # two train episodes at 3 updates each
             "final_eval_episodes": 0,
         },
     )
@@ -136,6 +141,11 @@ def test_a_run_collects_by_the_per_decision_rule(tmp_path):
     Trainer(cfg, tmp_path / "run", progress=False).train()
     train = sorted((tmp_path / "run" / "train_episodes").glob("*.npz"))
     assert len(train) == cfg.schedule.seed_episodes + 16 // 8, [p.name for p in train]
+    # two train episodes per test phase at 8 updates each: one phase, at 16 (not at 6 and 12)
+    assert cfg.updates_per_test_phase == 16
+    assert len(list((tmp_path / "run" / "test_episodes").glob("*.npz"))) == (
+        cfg.schedule.test_seed_episodes + 1
+    )
 
 
 def test_max_hours_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):

@@ -321,7 +321,11 @@ class ScheduleConfig:
     frames, at repeat 8 only 125, so a fixed count per episode replays each frame of a
     repeat-2 task a quarter as often as one of a repeat-8 task. 0 = off (the original)."""
     test_every_updates: int = 1000
-    """Updates per train phase; then a test phase (original: 50 000 sequences = 1000 updates)."""
+    """Updates per train phase; then a test phase (original: 50 000 sequences = 1000 updates,
+    i.e. one test episode per 10 train episodes). Counted at ``collect_every_updates`` updates
+    per train episode: where ``min_updates_per_decision`` gives a task more updates per episode,
+    its train phases stretch by the same factor (:attr:`Config.updates_per_test_phase`), so
+    every task tests after the same number of train episodes."""
     test_batches: int = 1
     """Batches from test_episodes/ scored without gradient per test phase (original: 50 seqs = 1)."""
     test_episodes: int = 1
@@ -498,6 +502,16 @@ class Config:
         s = self.schedule
         per_decision = math.ceil(s.min_updates_per_decision * self.episode_policy_steps - 1e-9)
         return max(s.collect_every_updates, per_decision)
+
+    @property
+    def updates_per_test_phase(self) -> int:
+        """Updates between two test phases: ``schedule.test_every_updates``, stretched as
+        :attr:`updates_per_train_episode` is over ``collect_every_updates`` (the train episodes
+        per test phase stay ``test_every_updates / collect_every_updates``)."""
+        s, per_episode = self.schedule, self.updates_per_train_episode
+        if per_episode == s.collect_every_updates:
+            return s.test_every_updates
+        return max(1, round(s.test_every_updates * per_episode / s.collect_every_updates))
 
     @property
     def variant(self) -> str:

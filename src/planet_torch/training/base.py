@@ -309,8 +309,8 @@ class BaseTrainer(abc.ABC):
         return Plan(
             updates=updates,
             train_episodes=cls._episodes_after_updates(cfg, updates),
-            # every test_every_updates, and at the end unless one fell there
-            test_episodes=max(1, math.ceil(updates / s.test_every_updates)) * s.test_episodes,
+            # every updates_per_test_phase, and at the end unless one fell there
+            test_episodes=max(1, math.ceil(updates / cfg.updates_per_test_phase)) * s.test_episodes,
             eval_episodes=s.final_eval_episodes,
         )
 
@@ -326,7 +326,7 @@ class BaseTrainer(abc.ABC):
 
     def _test_due(self) -> bool:
         since = self.counters.updates - max(0, self.counters.last_test_updates)
-        return since >= self.cfg.schedule.test_every_updates
+        return since >= self.cfg.updates_per_test_phase
 
     # ---- the run ---------------------------------------------------------------------------
 
@@ -407,7 +407,7 @@ class BaseTrainer(abc.ABC):
         self._advance_progress()
         if in_this_process == 6:  # after five timed updates
             self._print_cost_line()
-        log_every = max(1, self.cfg.schedule.test_every_updates // 20)
+        log_every = max(1, self.cfg.updates_per_test_phase // 20)
         if self.counters.updates % log_every == 0:
             scalars = {f"train/{k}": v for k, v in metrics.items()}
             if not math.isnan(self.seconds_per_update):  # NaN: only the untimed first update
