@@ -80,18 +80,22 @@ def test_plan_counts_the_work_of_a_budget_run():
     from planet_torch.training.ddpg_loop import DDPGTrainer
 
     walker = override(CPU, task="walker-walk")
-    # 5 seed episodes + 95 planned = 100 episodes of 1000 env steps, one per 50 updates.
+    # 5 seed episodes + 95 planned = 100 episodes of 1000 env steps, one per 100 updates (500
+    # decisions at 0.2 per decision), a test phase per 10 of them; cheetah: one per 50.
     plan = Trainer.plan(walker)
     assert (plan.updates, plan.train_episodes, plan.test_episodes, plan.eval_episodes) == (
-        4750,
+        9500,
         95,
         10,
         10,
     )
+    cheetah = Trainer.plan(override(CPU, task="cheetah-run"))
+    assert (cheetah.updates, cheetah.train_episodes, cheetah.test_episodes) == (4750, 95, 10)
     assert Trainer.plan(override(walker, schedule={"total_updates": 100})).updates == 100
     ddpg = override(walker, algo="ddpg")  # one update per policy step, paid after an episode
     assert DDPGTrainer.plan(ddpg).updates == 94 * 500
     assert DDPGTrainer.plan(ddpg).train_episodes == 94
+    assert ddpg.updates_per_test_phase == 500  # by its own test_every_updates, not the rule
 
 
 def test_min_updates_per_decision_sets_the_updates_per_episode_by_the_action_repeat():
@@ -116,7 +120,8 @@ def test_min_updates_per_decision_sets_the_updates_per_episode_by_the_action_rep
     cheetah = override(CPU, task="cheetah-run", schedule=rule)
     assert (walker.updates_per_test_phase, cheetah.updates_per_test_phase) == (1000, 500)
     assert Trainer.plan(walker).test_episodes == Trainer.plan(cheetah).test_episodes == 10
-    assert override(CPU, task="walker-walk").updates_per_train_episode == 50  # off: as before
+    off = {"min_updates_per_decision": 0.0}  # the original's rule: collect_every_updates
+    assert override(CPU, task="walker-walk", schedule=off).updates_per_train_episode == 50
     with pytest.raises(UserError, match="min-updates-per-decision"):
         override(CPU, schedule={"min_updates_per_decision": -1.0}).validate()
 

@@ -116,8 +116,8 @@ def test_kill_9_then_resume_continues_exactly(algo, request, tmp_path):
 def test_one_writer_per_run_folder(tmp_path):
     """A second writer on a live run (train --resume, a new train, collect, a sweep trial) refuses
     in one line naming the holder's PID and never touches the folder; readers (plot, eval,
-    inspect) work on the live run; the holder's kill -9 leaves no stale lock: --resume then
-    continues it."""
+    inspect) work on the live run; the holder's kill -9 leaves no stale lock (nor temp file):
+    --resume then continues it."""
     run = tmp_path / "live"
     holder = start(*TRAIN, "--schedule.total-updates", "100000", "--run-dir", str(run))
     try:
@@ -169,10 +169,17 @@ def test_one_writer_per_run_folder(tmp_path):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+    # what a kill -9 mid-save leaves (the dead holder's temp file) goes at the next writer's
+    # start; a temp file of a live process (PID 1) is never touched
+    dead = run / "train_episodes" / f".000099-len10.npz.{holder.pid}.tmp"
+    alive = run / "checkpoints" / ".latest.pt.1.tmp"
+    for tmp in (dead, alive):
+        tmp.write_bytes(b"half a file")
     resumed = planet_here(
         "train", "--resume", "--run-dir", str(run), "--schedule.total-updates", "3"
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert not dead.exists() and alive.exists()
 
 
 @pytest.mark.parametrize("algo", list(RESUME_CASES))

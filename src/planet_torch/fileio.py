@@ -36,6 +36,31 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> Path:
     return path
 
 
+def remove_dead_temp_files(folder: Path) -> list[Path]:
+    """Delete the temp files under ``folder`` that :func:`atomic_write` left when its process
+    died mid-write (kill -9, power cut): their names carry the writer's PID, and only those
+    whose process is gone (on this host) are touched, so a live writer's file is never
+    pulled from under it. Returns what was deleted."""
+    removed = []
+    for tmp in Path(folder).rglob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
 

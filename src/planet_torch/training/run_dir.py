@@ -27,7 +27,7 @@ from typing import IO, Any, ClassVar
 
 from planet_torch.config import Config
 from planet_torch.errors import UserError
-from planet_torch.fileio import atomic_write_text
+from planet_torch.fileio import atomic_write_text, remove_dead_temp_files
 from planet_torch.machine import machine_info
 
 # Fields that may change between a run and its resume without changing what the run computes.
@@ -117,6 +117,8 @@ class WriterLock:
         handle.flush()
         self._held[self._key] = (handle, 1)
         self._holding = True
+        # The writer that died before this one (a kill -9 mid-save) may have left a temp file.
+        remove_dead_temp_files(self.path.parent)
         return self
 
     def release(self) -> None:
