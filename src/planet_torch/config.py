@@ -721,14 +721,15 @@ CPU = override(
         "collect_every_updates": 50,  # 4 750 updates in 100k env steps; cartpole-balance
         # ... and at least 0.2 updates per decision: 100 per episode on the repeat-2 tasks (500
         # decisions), 50 on the others (250 and 125). With 100 instead of 50, over 3 seeds each
-        # (every seed higher): walker-walk 203 ± 11 vs 171 ± 6, finger-spin 394 ± 85 vs 245 ±
-        # 82 (BENCHMARKS.md, sessions 19-21). Not measured on repeat 4 and 8, so those keep 50.
+        # (each seed higher, one finger seed level): walker-walk 203 ± 11 vs 171 ± 6, finger-spin
+        # 394 ± 85 vs 245 ± 82 (BENCHMARKS.md, sessions 19-21). Not measured on repeat 4 and 8,
+        # so those keep 50.
         "min_updates_per_decision": 0.2,
         # The original's test protocol in env steps: one noise-free episode per 10 train
         # episodes (10k env steps; 1 000 updates where the rule above gives 100 per episode:
-        # Config.updates_per_test_phase); the score is the final 10-episode eval. Tests cost ~10 % of
-        # the planning time instead of 40 % (2 episodes every 5), which decides whether the
-        # action-repeat-2 tasks (500 decisions per episode) fit 75 minutes.
+        # Config.updates_per_test_phase); the score is the final 10-episode eval. Tests cost
+        # ~10 % of the planning time instead of 40 % (2 episodes every 5), which decides whether
+        # the action-repeat-2 tasks (500 decisions per episode) fit 75 minutes.
         "test_every_updates": 500,
         "test_episodes": 1,
         # The DMC-100k benchmark: the run ends when train_episodes/ hold 100k env steps.
