@@ -3,7 +3,8 @@
     seed:   S random episodes -> train_episodes/,  S random episodes -> test_episodes/
     repeat until schedule.total_updates, schedule.max_hours or the env-step budget
     (schedule.max_env_steps in train_episodes/, then a last test phase at the budget):
-      train phase  test_every_updates updates on chunks from train_episodes/; after every
+      train phase  updates_per_test_phase updates (schedule.test_every_updates, stretched with
+                   the rule below) on chunks from train_episodes/; after every
                    updates_per_train_episode-th update (schedule.collect_every_updates, or more
                    with schedule.min_updates_per_decision) one planned episode with exploration
                    noise (planner.train_noise) -> train_episodes/
@@ -120,7 +121,7 @@ class Trainer(BaseTrainer):
             self._check_stop()
             while (
                 self.counters.train_collected
-                < self.counters.updates // self.cfg.updates_per_train_episode
+                < self._episodes_after_updates(self.cfg, self.counters.updates)
                 and not self.budget_reached
             ):
                 self._train_episode()
