@@ -113,11 +113,15 @@ def test_table_lists_every_task_with_published_rows():
     shared = results_table([r | {"quiet": "no"} for r in runs], [])
     assert "| walker-walk | 250 ± 71 | 2 |  | 224 | 277 | shared CPU | 4750 |" in shared
     assert "Dreamer (ours)" not in table  # no Dreamer runs: no column
-    dreamer = [r | {"variant": "dreamer", "score": 310.0} for r in runs[:1]]
+    dreamer = [r | {"variant": "dreamer", "score": 310.0, "train_minutes": 40} for r in runs[:1]]
     side = results_table(runs + dreamer, []).splitlines()
-    assert side[0].endswith("| Dreamer (ours) | seeds |")
-    assert next(x for x in side if x.startswith("| walker-walk |")).endswith("| 310 | 1 |")
-    assert next(x for x in side if x.startswith("| cup-catch |")).endswith("| not run yet | 0 |")
+    assert side[0].endswith("| Dreamer (ours) | seeds | Dreamer minutes |")
+    assert side[1].count("|") == side[0].count("|")
+    walker = next(x for x in side if x.startswith("| walker-walk |"))
+    assert walker.endswith("| 62 | 4750 | 310 | 1 | 42 |")  # Dreamer's own quiet minutes
+    shared_dreamer = results_table(runs + [r | {"quiet": "no"} for r in dreamer], [])
+    assert "| 310 | 1 | shared CPU |" in shared_dreamer
+    assert next(x for x in side if x.startswith("| cup-catch |")).endswith("| not run yet | 0 |  |")
 
 
 def test_demo_figure_draws_random_level_and_reference(runs):

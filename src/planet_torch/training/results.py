@@ -270,44 +270,50 @@ def mean_std(values: list[float], digits: int = 0) -> str:
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
+def minutes_span(rows: list[dict[str, Any]]) -> str:
+    """Training + eval minutes per run, the range over the runs that had the machine to
+    themselves (``quiet``); "shared CPU" where every run shared it, "" where there is none."""
+    minutes = [
+        float(r["train_minutes"]) + float(r["eval_minutes"])
+        for r in rows
+        if r.get("quiet") == "yes"
+    ]
+    if not minutes:
+        return "shared CPU" if rows else ""
+    low, high = f"{min(minutes):.0f}", f"{max(minutes):.0f}"
+    return low if low == high else f"{low}-{high}"
+
+
 def results_table(
     runs: list[dict[str, Any]], random: list[dict[str, Any]], variant: str = "planet"
 ) -> str:
     """Markdown: per task, the score over seeds (mean ± sample std) beside the random policy
     and the published 100k rows; updates and wall-clock per run (the range over the quiet runs;
     "shared CPU" where every run of the task shared the machine). Once Dreamer runs exist
-    (``--algo dreamer``, variant ``dreamer``), a column with their score over seeds too."""
+    (``--algo dreamer``, variant ``dreamer``), their score over seeds and minutes too."""
     dreamer = [r for r in runs if r["variant"] == "dreamer"]
-    extra = " | Dreamer (ours) | seeds" if dreamer else ""
+    extra = " | Dreamer (ours) | seeds | Dreamer minutes" if dreamer else ""
     lines = [
         "| task | score at 100k (ours, cpu preset) | seeds | random policy "
         f"| PlaNet 100k | Dreamer 100k | minutes per run | updates{extra} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if dreamer else ""),
+        "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if dreamer else ""),
     ]
     randoms = {r["task"]: float(r["score"]) for r in random}
     for task in DMC_TASKS:
         mine = [r for r in runs if r["task"] == task and r["variant"] == variant]
         refs = {m: v for m, steps, v in published(task, 100_000)}
         score = mean_std([float(r["score"]) for r in mine]) if mine else "not run yet"
-        # Wall-clock only from runs that had the machine to themselves.
-        minutes = [
-            float(r["train_minutes"]) + float(r["eval_minutes"])
-            for r in mine
-            if r.get("quiet") == "yes"
-        ]
-        low, high = (f"{min(minutes):.0f}", f"{max(minutes):.0f}") if minutes else ("", "")
-        span = (
-            (low if low == high else f"{low}-{high}") if minutes else ("shared CPU" if mine else "")
-        )
         updates = ", ".join(sorted({str(r["updates"]) for r in mine}))
         rnd = f"{randoms[task]:.0f}" if task in randoms else ""
         row = (
             f"| {task} | {score} | {len(mine)} | {rnd} | {refs.get('PlaNet', float('nan')):g} "
-            f"| {refs.get('Dreamer', float('nan')):g} | {span} | {updates} |"
+            f"| {refs.get('Dreamer', float('nan')):g} | {minutes_span(mine)} | {updates} |"
         )
         if dreamer:
-            theirs = [float(r["score"]) for r in dreamer if r["task"] == task]
+            theirs_rows = [r for r in dreamer if r["task"] == task]
+            theirs = [float(r["score"]) for r in theirs_rows]
             row += f" {mean_std(theirs) if theirs else 'not run yet'} | {len(theirs)} |"
+            row += f" {minutes_span(theirs_rows)} |"
         lines.append(row)
     return "\n".join(lines) + "\n"
 
