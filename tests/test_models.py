@@ -18,6 +18,7 @@ from planet_torch.models import (
     SSM,
     Decoder,
     Encoder,
+    FusedAdam,
     GRUBlockCell,
     State,
     WorldModel,
@@ -305,3 +306,30 @@ def test_bf16_embedding_without_autograd_is_autocasts(fast: bool) -> None:
         assert torch.equal(cached, autocast.detach()), update
         trainer.update(batch, gen(update))
     assert set(model.state_dict()) == keys
+
+
+def test_fused_adam_is_torch_adam_and_bumps_versions():
+    """FusedAdam takes the steps of torch's per-tensor Adam (to float rounding), with the
+    step-dependent eps the trainer sets, and every updated parameter's version moves (the cast
+    encoder and autograd key on it; torch's fused kernel alone leaves it)."""
+    g = torch.Generator().manual_seed(0)
+    start = [torch.randn(30, 20, generator=g), torch.randn(20, generator=g)]
+    runs = {}
+    for name, make_opt in (
+        ("loop", lambda ps: torch.optim.Adam(ps, lr=1e-2, eps=1e-4, foreach=False)),
+        ("fused", lambda ps: FusedAdam(ps, lr=1e-2, eps=1e-4)),
+    ):
+        params = [nn.Parameter(p.clone()) for p in start]
+        opt, grads = make_opt(params), torch.Generator().manual_seed(1)
+        for step in range(40):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=grads)
+            for group in opt.param_groups:
+                group["eps"] = 1e-4 / math.sqrt(1 - 0.999 ** (step + 1))
+            versions = [p._version for p in params]
+            opt.step()
+            assert all(p._version > v for p, v in zip(params, versions, strict=True))
+        runs[name] = params
+    assert runs["fused"][0].sub(start[0]).abs().mean() > 0.03  # it moved (40 steps of ~1e-2)
+    for a, b in zip(runs["loop"], runs["fused"], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -33,6 +33,7 @@ from planet_torch.config import DDPGConfig
 from planet_torch.envs.base import Observation
 from planet_torch.errors import UserError
 from planet_torch.models import MLP, Encoder, FastEncoder, preprocess
+from planet_torch.models.optim import FusedAdam
 
 IMAGE_BITS = 8
 """Bit depth of the frames pixel DDPG sees (full depth; see the module docstring)."""
@@ -182,9 +183,9 @@ class DDPG:
         self.cfg = validate_ddpg(cfg)
         self.online = DDPGNetworks(cfg, action_size, state_size).to(device)
         self.target = copy.deepcopy(self.online).requires_grad_(False)
-        self.actor_optimizer = torch.optim.Adam(self.online.actor.parameters(), lr=cfg.actor_lr)
+        self.actor_optimizer = FusedAdam(self.online.actor.parameters(), lr=cfg.actor_lr)
         # The encoder learns from the critic's loss only (the actor reads it detached).
-        self.critic_optimizer = torch.optim.Adam(
+        self.critic_optimizer = FusedAdam(
             [p for name, p in self.online.named_parameters() if not name.startswith("actor.")],
             lr=cfg.critic_lr,
         )

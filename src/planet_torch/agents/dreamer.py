@@ -32,6 +32,7 @@ from planet_torch.agents.base import FilteringAgent
 from planet_torch.config import DreamerConfig
 from planet_torch.models import State, WorldModel
 from planet_torch.models.encoder import glorot_
+from planet_torch.models.optim import FusedAdam
 
 
 def _elu_mlp(in_size: int, out_size: int, layers: int, units: int) -> nn.Sequential:
@@ -171,12 +172,8 @@ class DreamerLearner:
         device = model.device
         self.actor = Actor(model.feature_size, model.action_size, cfg).to(device)
         self.value = Value(model.feature_size, cfg).to(device)
-        self.actor_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.adam_eps
-        )
-        self.value_optimizer = torch.optim.Adam(
-            self.value.parameters(), lr=cfg.value_lr, eps=cfg.adam_eps
-        )
+        self.actor_optimizer = FusedAdam(self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.adam_eps)
+        self.value_optimizer = FusedAdam(self.value.parameters(), lr=cfg.value_lr, eps=cfg.adam_eps)
 
     def imagine(self, start: State, generator: torch.Generator | None) -> Tensor:
         """Features [H, N, F] of H imagined steps from ``start`` [N, ...], actions from the

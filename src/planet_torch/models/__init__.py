@@ -6,6 +6,7 @@ from planet_torch.models.fast import FastDecoder, FastEncoder
 from planet_torch.models.fast_rssm import FastRSSM
 from planet_torch.models.heads import MLP, RewardHead, StateProbe
 from planet_torch.models.latent import LatentModel, State, kl_normal, kl_standard_normal
+from planet_torch.models.optim import FusedAdam
 from planet_torch.models.preprocess import NOISE_BLOCK, postprocess, preprocess, uniform_noise
 from planet_torch.models.rssm import RSSM, GRUBlockCell, LSTMBlockCell
 from planet_torch.models.ssm import SSM
@@ -26,6 +27,7 @@ __all__ = [
     "FastDecoder",
     "FastEncoder",
     "FastRSSM",
+    "FusedAdam",
     "GRUBlockCell",
     "LSTMBlockCell",
     "LatentModel",

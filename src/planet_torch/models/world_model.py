@@ -43,6 +43,7 @@ from planet_torch.models.fast_rssm import FastRSSM
 from planet_torch.models.heads import RewardHead, StateProbe
 from planet_torch.models.latent import LatentModel, State, kl_standard_normal
 from planet_torch.models.legacy import Rearrange, upgrade_model_state, upgrade_optimizer_state
+from planet_torch.models.optim import FusedAdam
 from planet_torch.models.precision import choose_model_dtype
 from planet_torch.models.preprocess import postprocess, preprocess
 from planet_torch.models.rssm import RSSM
@@ -490,7 +491,7 @@ class WorldModelTrainer:
         groups = [{"params": self.model_params}]
         if self.probe_params:
             groups.append({"params": self.probe_params})
-        self.optimizer = torch.optim.Adam(groups, lr=self.cfg.learning_rate, eps=self.cfg.adam_eps)
+        self.optimizer = FusedAdam(groups, lr=self.cfg.learning_rate, eps=self.cfg.adam_eps)
         self.updates = 0
 
     def learning_rate(self) -> float:
