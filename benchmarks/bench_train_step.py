@@ -65,6 +65,8 @@ VARIANTS: dict[str, str] = {
     "channels-last",
     "torch_noise": "dequantisation noise from torch.rand (one serial generator) instead of numpy "
     "streams per block on torch's threads",
+    "loop_adam": "torch's per-tensor Adam (foreach=False, its CPU default) instead of the fused "
+    "one (FusedAdam)",
     "bias_inside": "transposed convs with the bias inside oneDNN's conv (forward and backward)",
     "unfused_relu": "conv, bias and ReLU as separate passes also where the fast layers fuse them "
     "(in bf16 on CPUs with AMX)",
@@ -150,7 +152,7 @@ def _apply_one(model: Any, variant: str) -> None:
         _SubPixelConvTranspose.backward = staticmethod(_bias_inside_backward)  # type: ignore[method-assign]
     elif variant == "bf16":
         model.compute_dtype = torch.bfloat16  # = model.compute_dtype "bfloat16" in the config
-    elif variant not in ("fast", "plain", "thp_no_retain", "no_retain"):
+    elif variant not in ("fast", "plain", "thp_no_retain", "no_retain", "loop_adam"):
         raise SystemExit(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
 
 
@@ -252,6 +254,10 @@ def child(preset: str, variant: str, warmup: int, repeats: int) -> dict[str, Any
     flops = _count_flops(model, batch) if variant == "fast" else None
     _apply_variant(model, variant)
     trainer = WorldModelTrainer(model)
+    if "loop_adam" in variant.split("+"):
+        fused = trainer.optimizer
+        groups = [{"params": group["params"]} for group in fused.param_groups]
+        trainer.optimizer = torch.optim.Adam(groups, **fused.defaults | {"fused": None})
     generator = torch.Generator().manual_seed(2)
     for _ in range(warmup):
         trainer.update(batch, generator)
