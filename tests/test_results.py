@@ -12,7 +12,7 @@ from run_helpers import planet_here
 from planet_torch import cli
 from planet_torch.config import CPU, DEBUG, override
 from planet_torch.published import published
-from planet_torch.training.plot import plot_runs
+from planet_torch.training.plot import plot_runs, variant_colors
 from planet_torch.training.results import (
     RUN_FIELDS,
     quiet_run,
@@ -196,3 +196,11 @@ def test_quiet_means_all_cpus_and_no_other_load():
     assert quiet_run([2.1, 2.2], [two], [0.02, 0.9]) == "no"
     assert quiet_run([], [two], [0.02]) == "yes"
     assert quiet_run([2.0], [one], [0.0]) == "no"
+
+
+def test_a_variant_keeps_its_colour_in_every_panel():
+    few = variant_colors({"planet", "dreamer"})
+    many = variant_colors({"planet-u50", "dreamer", "planet", "dreamer-e0"})
+    assert few["planet"] == many["planet"] == "#1f77b4"  # the preset: first in the cycle
+    assert few["dreamer"] == many["dreamer"]  # "dreamer" sorts before the others either way
+    assert len(set(many.values())) == 4

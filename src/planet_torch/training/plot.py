@@ -118,6 +118,7 @@ def draw_curves(
     if not by_task:
         raise UserError(f"no '{metric}' values to plot; train first")
     tasks = tasks or task_order(set(by_task))
+    colors = variant_colors({c.variant for c in curves})
     columns = min(3, len(tasks))
     rows = math.ceil(len(tasks) / columns)
     fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
@@ -131,7 +132,7 @@ def draw_curves(
             ax.text(0.5, 0.5, "not run yet", ha="center", transform=ax.transAxes, color="0.4")
             ax.set_xlim(0, 105_000)
         for variant, runs in sorted(by_task[task].items()):
-            color = _draw_variant(ax, variant, runs)
+            color = _draw_variant(ax, variant, runs, colors[variant])
             _draw_scores(ax, task, variant, scores or [], color)
         if random_levels and task in random_levels:
             level = random_levels[task]
@@ -158,7 +159,15 @@ def draw_curves(
     return output
 
 
-def _draw_variant(ax: plt.Axes, variant: str, runs: list[Curve]) -> str:
+def variant_colors(variants: set[str]) -> dict[str, str]:
+    """One colour per variant for every panel of a figure: ``planet`` (the preset) first in
+    matplotlib's cycle, the others in name order after it."""
+    ordered = sorted(variants, key=lambda v: (v != "planet", v))
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    return {v: matplotlib.colors.to_hex(cycle[i % len(cycle)]) for i, v in enumerate(ordered)}
+
+
+def _draw_variant(ax: plt.Axes, variant: str, runs: list[Curve], color: str) -> str:
     grid = np.unique(np.concatenate([c.env_steps for c in runs]))
     # Each seed interpolated on the common grid, only inside the range it covers.
     table = np.stack(
@@ -173,12 +182,10 @@ def _draw_variant(ax: plt.Axes, variant: str, runs: list[Curve]) -> str:
     )
     mean = np.nanmean(table, axis=0)
     label = f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
-    (line,) = ax.plot(grid, mean, label=label)
+    ax.plot(grid, mean, label=label, color=color)
     if len(runs) > 1:
-        ax.fill_between(
-            grid, np.nanmin(table, 0), np.nanmax(table, 0), alpha=0.2, color=line.get_color()
-        )
-    return matplotlib.colors.to_hex(line.get_color())
+        ax.fill_between(grid, np.nanmin(table, 0), np.nanmax(table, 0), alpha=0.2, color=color)
+    return color
 
 
 def _draw_scores(ax: plt.Axes, task: str, variant: str, scores: list[Score], color: str) -> None:
