@@ -3,11 +3,12 @@
 
 torch's default CPU Adam walks the parameters one tensor at a time, about ten elementwise
 passes each; ``fused=True`` does the same arithmetic (Kingma & Ba's update, the same
-``lr``/``eps`` read from the param groups at every step) in one pass per tensor. Measured with
-the world model's 42 parameter tensors on a 2-core Xeon (AMX), one thread, other runs beside it
-(session 22, ``/tmp`` script): ``cpu`` preset 1.39 M parameters 10.5-14.2 → 3.3-7.3 ms per step,
-``paper`` preset 5.29 M 62-63 → 24-27 ms. The results differ from the per-tensor loop's in the
-last bit of some values (float rounding order), not in the algorithm.
+``lr``/``eps`` read from the param groups at every step) in one pass per tensor. The step alone,
+world model's 42 tensors, one thread beside other runs: ``cpu`` preset 10.5-14.2 → 3.3-7.3 ms,
+``paper`` 62-63 → 24-27 ms; a whole ``cpu``-preset update, quiet, two threads (2-core Xeon with
+AMX, ``bench_train_step.py --variants bf16 bf16+loop_adam``): 117.7 → 115.9 ms in bf16, level
+in fp32 (BENCHMARKS.md, session 22). The results differ from the per-tensor loop's in the last
+bit of some values (float rounding order), not in the algorithm.
 
 A checkpoint keeps its optimiser's ``fused`` flag: a run started before this change resumes
 with the per-tensor loop it started with, so resume stays bit-exact.
