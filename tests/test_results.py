@@ -68,6 +68,7 @@ def test_results_csvs_table_and_grid(runs, tmp_path):
     assert tuple(rows[0]) == RUN_FIELDS
     assert rows[0]["env_steps"] == "400" and rows[0]["updates"] == "9"
     assert rows[0]["eval_episodes"] == "2" and rows[0]["machine"]
+    assert 0 < float(rows[0]["action_ms"]) < 10_000  # per policy step while collecting
     assert rows[0]["command"].startswith(f"planet train --task {TASK} --preset debug --seed 0")
     assert "--schedule.max-env-steps 400" in rows[0]["command"]
     curves = list(csv.DictReader(paths["--curves"].open()))

@@ -48,6 +48,7 @@ RUN_FIELDS = (
     "train_minutes",
     "eval_minutes",
     "load",
+    "action_ms",
     "quiet",
     "machine",
     "precision",
@@ -56,7 +57,9 @@ RUN_FIELDS = (
 """Columns of the runs CSV. ``precision``: the encoder/decoder's (``model.compute_dtype auto``
 decides it per machine). ``load``: mean 1-minute load average over the run's test phases
 (≈ the run's own threads on a quiet machine; more = it shared the CPU, its minutes are slower
-than this machine can do). ``quiet``: see :func:`quiet_run`; only such runs' minutes say how
+than this machine can do). ``action_ms``: milliseconds per policy step while collecting a train
+episode (the agent's decision, the env step and its frame), the median over the run's train
+episodes: CEM's planning for PlaNet, one actor call for Dreamer. ``quiet``: see :func:`quiet_run`; only such runs' minutes say how
 fast the machine is."""
 CURVE_FIELDS = ("task", "variant", "seed", "env_steps", "updates", "wall_minutes", "test_return")
 RANDOM_FIELDS = ("task", "episodes", "score", "score_std", "machine")
@@ -160,6 +163,8 @@ def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     loads = [r["machine/load_1min"] for r in tests if "machine/load_1min" in r]
     machines = sorted({machine_label(m["machine"]) for m in run.machines()}) or ["?"]
     others = [r["machine/others_cpus"] for r in tests if "machine/others_cpus" in r]
+    actions = [r["seconds_per_action"] for r in records if "train/return" in r]
+    actions = [a for a in actions if a == a]  # NaN: nothing acted yet in that process
     quiet = quiet_run(loads, [m["machine"] for m in run.machines()], others)
     key = {"task": cfg.task, "variant": cfg.variant, "seed": cfg.seed}
     row = {
@@ -172,6 +177,7 @@ def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "train_minutes": round(scores.get("train_wall_seconds", math.nan) / 60, 1),
         "eval_minutes": round(scores.get("wall_seconds", math.nan) / 60, 1),
         "load": round(float(np.mean(loads)), 2) if loads else "",
+        "action_ms": round(float(np.median(actions)) * 1000, 1) if actions else "",
         "quiet": quiet,
         "machine": " + ".join(machines),
         "precision": " + ".join(sorted({m.get("compute_dtype", "") for m in run.machines()})),
