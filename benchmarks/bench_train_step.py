@@ -109,7 +109,7 @@ def _apply_one(model: Any, variant: str) -> None:
         class MseLoss:
             @staticmethod
             def apply(mean: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-                return 0.5 * F.mse_loss(mean, target, reduction="sum")
+                return 0.5 * F.mse_loss(mean.float(), target, reduction="sum")
 
         world_model._HalfSquaredError = MseLoss  # type: ignore[assignment,misc]
     elif variant == "per_step_convs":

@@ -269,3 +269,28 @@ def test_each_variant_trains_a_step(model_cfg: dict, loss_cfg: dict) -> None:
         assert torch.equal(post.sample, post.mean)
     if model_cfg["kind"] == "ssm":
         assert model.feature_size == DEBUG.model.state_size  # the sample alone
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_half_squared_error_takes_a_bf16_mean_as_its_float32_cast(dtype):
+    """The image loss on the decoder's own dtype equals the loss on its float32 cast, bit for
+    bit: the same value, and the same gradient once rounded to the decoder's dtype (what the
+    cast's backward did); channels-last layouts as the decoder writes them."""
+    from planet_torch.models.world_model import _HalfSquaredError
+
+    g = torch.Generator().manual_seed(0)
+    shape = (4, 3, 3, 16, 16)  # [T, B, 3, H, W]
+    frames = torch.randn(12, 16, 16, 3, generator=g).movedim(-1, -3)  # channels-last
+    base = frames.to(dtype).reshape(shape)
+    target = (torch.rand(4, 3, 16, 16, 3, generator=g) - 0.5).movedim(-1, -3)
+    grads = {}
+    for name in ("direct", "cast"):
+        mean = base.detach().clone().requires_grad_(True)
+        arg = mean if name == "direct" else mean.float()
+        loss = _HalfSquaredError.apply(arg, target)
+        (loss * 1.7).backward()
+        grads[name] = (loss.detach(), mean.grad)
+        assert mean.grad.dtype == dtype
+    assert torch.equal(grads["direct"][0], grads["cast"][0])
+    assert torch.equal(grads["direct"][1], grads["cast"][1])
+    assert grads["direct"][0].dtype == torch.float32
