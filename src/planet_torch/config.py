@@ -729,8 +729,8 @@ CPU = override(
         # (each seed higher, one finger seed level): walker-walk 203 ± 11 vs 171 ± 6, finger-spin
         # 394 ± 85 vs 245 ± 82 (BENCHMARKS.md, sessions 19-21). On cheetah-run (250
         # decisions) 100 per episode gave 215 ± 85 vs 137 ± 64 (session 22: +224, +51, −42 per
-        # seed); reacher-easy and cup-catch are not measured yet, so the repeat-4 and -8 tasks
-        # keep 50 until they are.
+        # seed), and on seed 0 cup-catch 867 vs 191, reacher-easy 143 vs 272 (session 22): one
+        # seed of those two is not enough, so the repeat-4 and -8 tasks keep 50 for now.
         "min_updates_per_decision": 0.2,
         # The original's test protocol in env steps: one noise-free episode per 10 train
         # episodes (10k env steps; 1 000 updates where the rule above gives 100 per episode:
