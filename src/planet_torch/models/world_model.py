@@ -70,7 +70,8 @@ class _HalfSquaredError(torch.autograd.Function):
     ``mean`` may be bfloat16 (the decoder under autocast) and ``target`` float32: the
     difference is then taken in float32 inside the subtraction's own pass, and the gradient is
     rounded to ``mean``'s dtype as it is written — bit for bit what ``mean.float()`` before the
-    loss gives, without the two extra passes over the frames (its cast, and its backward's).
+    loss gives, without that float32 copy of the frames and its backward's cast (paper size,
+    2-core Xeon: peak memory 1 919 → 1 731 MB per update, time level; BENCHMARKS.md, session 22).
     """
 
     @staticmethod
