@@ -164,7 +164,7 @@ def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     machines = sorted({machine_label(m["machine"]) for m in run.machines()}) or ["?"]
     others = [r["machine/others_cpus"] for r in tests if "machine/others_cpus" in r]
     actions = [r["seconds_per_action"] for r in records if "train/return" in r]
-    actions = [a for a in actions if a == a]  # NaN: nothing acted yet in that process
+    actions = [a for a in actions if not math.isnan(a)]  # NaN: nothing acted yet in that process
     quiet = quiet_run(loads, [m["machine"] for m in run.machines()], others)
     key = {"task": cfg.task, "variant": cfg.variant, "seed": cfg.seed}
     row = {
