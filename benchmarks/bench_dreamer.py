@@ -9,7 +9,9 @@ For one preset's world model (cheetah-run's 6 actions, the preset's batch and ch
 * Dreamer's behaviour update (imagine ``horizon`` steps from all T·B posterior states, actor and
   value steps) for each actor/value width in ``--units``,
 * one decision: filter one frame and call the actor (Dreamer) vs filter and plan with the
-  preset's CEM (PlaNet), as ``planet train`` probes it.
+  preset's CEM (PlaNet), as ``planet train`` probes it;
+* the choice alone (``choose``: the actor's sample vs CEM's plan, from the same belief), i.e.
+  the decision without the filter step both agents pay.
 
 A Dreamer run's update costs the first plus one of the second; its decisions cost the third.
 Timings where other processes used more than 5 % of the machine are repeated (bench_train_step's
@@ -68,6 +70,7 @@ def measure(preset_name: str, units: list[int], repeats: int) -> dict[str, Any]:
         "world_model_update": _median(lambda: trainer.update(batch, generator), repeats),
         "behaviour_update": {},
         "decision": {},
+        "choice": {},
     }
     frame = np.zeros((1, 64, 64, 3), np.uint8)
     for width in units:
@@ -80,10 +83,24 @@ def measure(preset_name: str, units: list[int], repeats: int) -> dict[str, Any]:
         out["decision"][f"dreamer-{width}"] = _median(
             lambda agent=agent: agent.act_batch(frame), 5 * repeats
         )
+        out["choice"][f"dreamer-{width}"] = _median(_no_grad(agent.choose), 5 * repeats)
     model.eval()
     planner = PlanetAgent(model, cfg.planner, noise=0.0, generator=generator)
     out["decision"]["planet-cem"] = _median(lambda: planner.act_batch(frame), 5 * repeats)
+    out["choice"]["planet-cem"] = _median(_no_grad(planner.choose), 5 * repeats)
     return out
+
+
+def _no_grad(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` under inference mode, as ``act_batch`` calls ``choose``."""
+
+    def call() -> object:
+        import torch
+
+        with torch.inference_mode():
+            return fn()
+
+    return call
 
 
 def main() -> None:
@@ -112,13 +129,19 @@ def main() -> None:
     )
     for width, row in result["behaviour_update"].items():
         b, act = row["median_s"], result["decision"][f"dreamer-{width}"]["median_s"]
+        choice = result["choice"][f"dreamer-{width}"]["median_s"]
         print(
             f"  dreamer units {width}: behaviour update {b:.3f} s -> {wm + b:.3f} s per "
-            f"update ({(wm + b) / wm:.2f}x PlaNet's); decision {1e3 * act:.2f} ms",
+            f"update ({(wm + b) / wm:.2f}x PlaNet's); decision {1e3 * act:.2f} ms, "
+            f"of which the choice {1e3 * choice:.3f} ms",
             file=sys.stderr,
         )
     cem = result["decision"]["planet-cem"]["median_s"]
-    print(f"  planet CEM decision {1e3 * cem:.1f} ms", file=sys.stderr)
+    cem_choice = result["choice"]["planet-cem"]["median_s"]
+    print(
+        f"  planet CEM decision {1e3 * cem:.1f} ms, of which the plan {1e3 * cem_choice:.1f} ms",
+        file=sys.stderr,
+    )
     print(json.dumps({"machine": machine, "matmul_gflops": ceilings, **result}, indent=1))
 
 
