@@ -180,6 +180,46 @@ def test_soft_returns_pull_a_saturated_actor_off_its_bound() -> None:
     assert soft_move > 0, result  # the mean moved away from the bound
 
 
+def test_a_bfloat16_behaviour_update_follows_the_float32_one() -> None:
+    """``dreamer.compute_dtype = "bfloat16"``: the same update within bf16's precision (losses,
+    imagined returns, the actor's gradient direction), float32 parameters and optimiser state,
+    and still nothing into the world model."""
+    torch.manual_seed(0)
+    model = WorldModel(RUN, action_size=2)
+    posterior = model.rssm.observe(
+        torch.randn(6, 4, model.encoder.embed_size), torch.randn(6, 4, 2)
+    )[0]
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        torch.manual_seed(1)  # the same actor and value weights for both
+        learner = DreamerLearner(model, override(RUN, dreamer={"compute_dtype": dtype}).dreamer)
+        actor_before = [p.detach().clone() for p in learner.actor.parameters()]
+        metrics = learner.update(posterior, torch.Generator().manual_seed(2))
+        step = torch.cat(
+            [
+                (p - b).flatten()
+                for p, b in zip(learner.actor.parameters(), actor_before, strict=True)
+            ]
+        )
+        runs[dtype] = metrics, step
+        assert all(p.dtype == torch.float32 for p in learner.actor.parameters())
+        assert all(p.grad.dtype == torch.float32 for p in learner.value.parameters())
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]), name
+    (m32, step32), (m16, step16) = runs["float32"], runs["bfloat16"]
+    for key in ("actor_loss", "value_loss", "imagined_return", "actor_grad_norm"):
+        assert m16[key] == pytest.approx(m32[key], rel=0.05, abs=1e-3), key
+    assert m16["actor_loss"] != m32["actor_loss"]  # bf16 did run
+    cosine = torch.nn.functional.cosine_similarity(step32, step16, dim=0)
+    assert cosine > 0.95, cosine
+
+
+def test_an_unknown_dreamer_dtype_is_a_user_error() -> None:
+    with pytest.raises(UserError, match=r"dreamer\.compute-dtype"):
+        override(RUN, dreamer={"compute_dtype": "float16"}).validate()
+
+
 def test_negative_entropy_scale_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"dreamer\.entropy-scale"):
         override(RUN, dreamer={"entropy_scale": -0.1}).validate()

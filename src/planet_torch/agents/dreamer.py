@@ -58,7 +58,7 @@ class Actor(nn.Module):
 
     def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """The Gaussian before the tanh: (mean, std), each [..., A]."""
-        mean, std = self.net(features).chunk(2, -1)
+        mean, std = self.net(features).float().chunk(2, -1)  # float32 under autocast too
         mean = self.mean_scale * torch.tanh(mean / self.mean_scale)
         return mean, F.softplus(std + self.raw_init_std) + self.min_std
 
@@ -128,7 +128,7 @@ class Value(nn.Module):
         self.net = _elu_mlp(feature_size, 1, cfg.value_layers, cfg.units)
 
     def forward(self, features: Tensor) -> Tensor:
-        return self.net(features).squeeze(-1)
+        return self.net(features).squeeze(-1).float()  # float32 under autocast too
 
 
 def lambda_return(
@@ -175,6 +175,12 @@ class DreamerLearner:
         self.actor_optimizer = FusedAdam(self.actor.parameters(), lr=cfg.actor_lr, eps=cfg.adam_eps)
         self.value_optimizer = FusedAdam(self.value.parameters(), lr=cfg.value_lr, eps=cfg.adam_eps)
 
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        """bfloat16 autocast for ``dreamer.compute_dtype = "bfloat16"``, else nothing."""
+        if self.cfg.compute_dtype == "float32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.model.device.type, dtype=torch.bfloat16)
+
     def imagine(self, start: State, generator: torch.Generator | None) -> Tensor:
         """Features [H, N, F] of H imagined steps from ``start`` [N, ...], actions from the
         actor (on detached features), states from the world model's prior."""
@@ -202,9 +208,10 @@ class DreamerLearner:
         start = posterior.detach().map(lambda x: x.reshape(-1, x.shape[-1]))  # [T·B, ...]
         self.actor.train()
         with frozen(self.model, self.value):  # the actor's loss trains the actor alone
-            features, log_prob = self.imagine_with_log_prob(start, generator)  # [H, N, F], [H, N]
-            reward = self.model.reward_head(features)  # [H, N]
-            value = self.value(features)  # [H, N]
+            with self._autocast():
+                features, log_prob = self.imagine_with_log_prob(start, generator)  # [H, N, F]
+                reward = self.model.reward_head(features).float()  # [H, N]
+                value = self.value(features)  # [H, N]
             # Soft returns (entropy_scale > 0): each reward minus η·log π(a_k | s_k).
             soft = reward - cfg.entropy_scale * log_prob if cfg.entropy_scale else reward
             returns = lambda_return(soft[:-1], value[:-1], cfg.discount, value[-1], cfg.lambda_)
@@ -215,7 +222,8 @@ class DreamerLearner:
         actor_norm = nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.grad_clip_norm)
         self.actor_optimizer.step()
 
-        value_pred = self.value(features.detach()[:-1])  # [H - 1, N]
+        with self._autocast():
+            value_pred = self.value(features.detach()[:-1])  # [H - 1, N]
         value_loss = (weight[:, None] * 0.5 * (value_pred - returns.detach()) ** 2).mean()
         self.value_optimizer.zero_grad(set_to_none=True)
         value_loss.backward()
@@ -229,7 +237,7 @@ class DreamerLearner:
             "value": value.detach().mean(),
             "actor_grad_norm": actor_norm,
             "value_grad_norm": value_norm,
-            **self.actor.diagnostics(features[0].detach(), generator),
+            **self.actor.diagnostics(features[0].detach().float(), generator),
         }
         values = torch.stack([v.float() for v in metrics.values()]).tolist()
         return dict(zip(metrics, values, strict=True))
