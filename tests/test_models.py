@@ -157,6 +157,26 @@ def test_a_large_noise_draw_is_uniform_and_the_generators_alone() -> None:
     assert torch.equal(uniform_noise((5, 7), gen(3)), torch.rand((5, 7), generator=gen(3)))
 
 
+def test_a_training_batch_is_preprocessed_in_one_pass_bit_for_bit() -> None:
+    """Above one noise block, :func:`preprocess` adds the levels, scales and shifts inside the
+    noise's own blocks: the same bits as the plain torch expression on the same noise, at one
+    thread or two, for 5 and 8 bits, and a view in the channels-last layout as before."""
+    image = torch.randint(0, 256, (7, 31, 64, 64, 3), dtype=torch.uint8, generator=gen(0))
+    assert image.numel() > 2 * NOISE_BLOCK  # blocks, and a part block at the end
+    previous = torch.get_num_threads()
+    try:
+        for threads, bits in ((1, 5), (2, 5), (2, 8)):
+            torch.set_num_threads(threads)
+            x = preprocess(image, bits, gen(4))
+            levels = image >> (8 - bits)
+            plain = uniform_noise(image.shape, gen(4)).add_(levels).mul_(1 / 2**bits).sub_(0.5)
+            assert x.dtype == torch.float32 and x.shape == (7, 31, 3, 64, 64)
+            assert torch.equal(x, plain.movedim(-1, -3)), (threads, bits)
+            assert x.reshape(-1, 3, 64, 64).is_contiguous(memory_format=torch.channels_last)
+    finally:
+        torch.set_num_threads(previous)
+
+
 # ---------------------------------------------------------------------------------------------
 # Shapes and layer equivalences
 # ---------------------------------------------------------------------------------------------

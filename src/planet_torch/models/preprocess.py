@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -51,9 +52,19 @@ def uniform_noise(
     frame per decision) and other devices use ``torch.rand``.
     """
     device = torch.device(device)
-    n = math.prod(shape)
-    if device.type != "cpu" or n < NOISE_BLOCK:
+    if device.type != "cpu" or math.prod(shape) < NOISE_BLOCK:
         return torch.rand(shape, generator=generator, device=device)
+    return _blocked_noise(shape, generator)
+
+
+def _blocked_noise(
+    shape: torch.Size | tuple[int, ...],
+    generator: torch.Generator | None,
+    finish: Callable[[np.ndarray, int, int], None] | None = None,
+) -> Tensor:
+    """:func:`uniform_noise`'s large CPU draw; ``finish(rows, first, last)`` then works on each
+    block's elements ``[first, last)`` in the same thread, while they are still in its cache."""
+    n = math.prod(shape)
     seed = int(torch.randint(0, 2**62, (), generator=generator))
     out = torch.empty(shape, dtype=torch.float32)
     flat = out.view(-1).numpy()
@@ -61,8 +72,10 @@ def uniform_noise(
 
     def fill(first: int, last: int) -> None:
         for i, stream in enumerate(blocks[first:last], first):
-            rows = flat[i * NOISE_BLOCK : (i + 1) * NOISE_BLOCK]
-            np.random.Generator(np.random.PCG64(stream)).random(out=rows, dtype=np.float32)
+            lo, hi = i * NOISE_BLOCK, min(n, (i + 1) * NOISE_BLOCK)
+            np.random.Generator(np.random.PCG64(stream)).random(out=flat[lo:hi], dtype=np.float32)
+            if finish is not None:
+                finish(flat[lo:hi], lo, hi)
 
     workers = max(1, min(torch.get_num_threads(), len(blocks)))
     if workers == 1:
@@ -77,11 +90,23 @@ def preprocess(image: Tensor, bits: int, generator: torch.Generator | None = Non
     """uint8 [..., H, W, 3] -> float32 [..., 3, H, W] in [-0.5, 0.5), channels-last in memory.
 
     ``generator`` (on the image's device) draws the dequantisation noise; None = torch's global one.
+    A training batch on the CPU (a :func:`uniform_noise` draw of whole blocks) adds its levels,
+    scales and shifts each block right after drawing its noise, in the same thread: bit for bit
+    the torch expression below, in one pass over memory instead of four (tested).
     """
     if image.dtype != torch.uint8 or image.dim() < 3 or image.shape[-1] != 3:
         raise ValueError(f"expected uint8 [..., H, W, 3], got {image.dtype} {list(image.shape)}")
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be in 1..8, got {bits}")
+    if image.device.type == "cpu" and image.numel() >= NOISE_BLOCK:
+        pixels = image.contiguous().view(-1).numpy()
+
+        def finish(rows: np.ndarray, first: int, last: int) -> None:
+            np.add(rows, pixels[first:last] >> (8 - bits), out=rows)  # level + U[0, 1)
+            rows *= 1.0 / 2**bits
+            rows -= 0.5
+
+        return _blocked_noise(image.shape, generator, finish).movedim(-1, -3)
     levels = image >> (8 - bits) if bits < 8 else image  # floor(u8 / 2^(8-bits)), exact
     noise = uniform_noise(image.shape, generator, image.device)
     x = noise.add_(levels).mul_(1.0 / 2**bits).sub_(0.5)  # (level + U[0,1)) / 2^bits - 0.5
