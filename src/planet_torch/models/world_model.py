@@ -68,15 +68,20 @@ class _HalfSquaredError(torch.autograd.Function):
     layout (measured ≈ 0.35 s per paper-size update on the 2-core CPU).
 
     ``mean`` may be bfloat16 (the decoder under autocast) and ``target`` float32: the
-    difference is then taken in float32 inside the subtraction's own pass, and the gradient is
-    rounded to ``mean``'s dtype as it is written — bit for bit what ``mean.float()`` before the
-    loss gives, without that float32 copy of the frames and its backward's cast (paper size,
-    2-core Xeon: peak memory 1 919 → 1 731 MB per update, time level; BENCHMARKS.md, session 22).
+    difference is then taken in float32 and the gradient rounded to ``mean``'s dtype — bit for
+    bit what ``mean.float()`` before the loss gives, without keeping that float32 copy of the
+    frames beside the difference (paper size, 2-core Xeon: peak memory 1 919 → 1 731 MB per
+    update; BENCHMARKS.md, session 22). Each step is a same-dtype pass plus a cast: torch's
+    mixed-dtype elementwise kernels were 2-3× slower here (the ``cpu`` preset's loss forward and
+    backward 41-46 → 23-25 ms on one thread of a loaded AMX Xeon, session 23).
     """
 
     @staticmethod
     def forward(ctx: Any, mean: Tensor, target: Tensor) -> Tensor:
-        diff = mean - target  # layout of ``mean``; float32 if either is
+        if mean.dtype != torch.float32 and target.dtype == torch.float32:
+            diff = mean.float().sub_(target)  # a cast, then a float32 pass
+        else:
+            diff = mean - target  # layout of ``mean``
         ctx.save_for_backward(diff)
         ctx.dtypes = mean.dtype, target.dtype
         flat = _memory_order(diff)
@@ -86,7 +91,7 @@ class _HalfSquaredError(torch.autograd.Function):
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         (diff,) = ctx.saved_tensors
         mean_dtype, target_dtype = ctx.dtypes
-        grad_mean = torch.mul(diff, grad, out=torch.empty_like(diff, dtype=mean_dtype))
+        grad_mean = torch.mul(diff, grad).to(mean_dtype)  # layout of ``mean``
         if not ctx.needs_input_grad[1]:
             return grad_mean, None
         return grad_mean, torch.mul(diff, -grad).to(target_dtype)
