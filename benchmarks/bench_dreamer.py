@@ -7,7 +7,8 @@ For one preset's world model (cheetah-run's 6 actions, the preset's batch and ch
 
 * the world-model update alone (PlaNet's update),
 * Dreamer's behaviour update (imagine ``horizon`` steps from all T·B posterior states, actor and
-  value steps) for each actor/value width in ``--units``,
+  value steps) for each actor/value width in ``--units``, in each ``--dtypes``
+  (``--dreamer.compute-dtype``),
 * one decision: filter one frame and call the actor (Dreamer) vs filter and plan with the
   preset's CEM (PlaNet), as ``planet train`` probes it;
 * the choice alone (``choose``: the actor's sample vs CEM's plan, from the same belief), i.e.
@@ -41,7 +42,9 @@ def _median(fn: Callable[[], object], repeats: int) -> dict[str, Any]:
     return {"median_s": statistics.median(seconds), "contended": not kept, "n": len(seconds)}
 
 
-def measure(preset_name: str, units: list[int], repeats: int) -> dict[str, Any]:
+def measure(
+    preset_name: str, units: list[int], repeats: int, dtypes: list[str] | None = None
+) -> dict[str, Any]:
     import dataclasses
 
     import numpy as np
@@ -79,6 +82,11 @@ def measure(preset_name: str, units: list[int], repeats: int) -> dict[str, Any]:
         out["behaviour_update"][width] = _median(
             lambda learner=learner: learner.update(posterior, generator), repeats
         ) | {"actor_params": sum(p.numel() for p in learner.actor.parameters())}
+        for other in [t for t in dtypes or [] if t != d.compute_dtype]:
+            twin = DreamerLearner(model, dataclasses.replace(d, compute_dtype=other))
+            out["behaviour_update"][f"{width}-{other}"] = _median(
+                lambda twin=twin: twin.update(posterior, generator), repeats
+            )
         agent = DreamerAgent(model, learner.actor, noise=0.0, generator=generator)
         out["decision"][f"dreamer-{width}"] = _median(
             lambda agent=agent: agent.act_batch(frame), 5 * repeats
@@ -110,6 +118,13 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu", choices=["paper", "cpu", "debug"])
     parser.add_argument("--units", nargs="+", type=int, default=[400, 200, 128])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--dtypes",
+        nargs="+",
+        default=["float32", "bfloat16"],
+        choices=["float32", "bfloat16"],
+        help="also time the behaviour update in these --dreamer.compute-dtype values",
+    )
     args = parser.parse_args()
 
     from machine import ceiling_line, machine_info, matmul_ceilings
@@ -120,7 +135,7 @@ def main() -> None:
         f"{machine['cpu_model']} ({' '.join(machine['cpu_flags'])}); {ceiling_line(ceilings)}",
         file=sys.stderr,
     )
-    result = measure(args.preset, args.units, args.repeats)
+    result = measure(args.preset, args.units, args.repeats, args.dtypes)
     wm = result["world_model_update"]["median_s"]
     print(
         f"{args.preset}: world-model update {wm:.3f} s "
@@ -128,6 +143,10 @@ def main() -> None:
         file=sys.stderr,
     )
     for width, row in result["behaviour_update"].items():
+        if f"dreamer-{width}" not in result["decision"]:  # another dtype of a width above
+            b = row["median_s"]
+            print(f"  dreamer units {width}: behaviour update {b:.3f} s", file=sys.stderr)
+            continue
         b, act = row["median_s"], result["decision"][f"dreamer-{width}"]["median_s"]
         choice = result["choice"][f"dreamer-{width}"]["median_s"]
         print(
