@@ -144,8 +144,8 @@ def test_budget_note_projects_the_benchmark_run():
     cfg = override(DEBUG, task=TASK)
     note = budget_note(cfg, "cpu", summary)
     assert note is not None
-    # 4750 updates × 0.2 s + (95 + 10 + 10) episodes × (125 × 0.05 s + 1 s) = 1784 s ≈ 30 min
-    assert "4,750 updates, 95 train, 10 test and 10 eval episodes, about 30 min" in note
+    # 9500 updates × 0.2 s + (95 + 10 + 10) episodes × (125 × 0.05 s + 1 s) = 2734 s ≈ 46 min
+    assert "9,500 updates, 95 train, 10 test and 10 eval episodes, about 46 min" in note
     assert f"planet train --task {TASK} --preset cpu --seed 0" in note
     assert "PlaNet 297, Dreamer 326" in note
     assert budget_note(cfg, "debug", summary) is None  # no budget in that preset

@@ -80,8 +80,8 @@ def test_plan_counts_the_work_of_a_budget_run():
     from planet_torch.training.ddpg_loop import DDPGTrainer
 
     walker = override(CPU, task="walker-walk")
-    # 5 seed episodes + 95 planned = 100 episodes of 1000 env steps, one per 100 updates (500
-    # decisions at 0.2 per decision), a test phase per 10 of them; cheetah: one per 50.
+    # 5 seed episodes + 95 planned = 100 episodes of 1000 env steps, one per 100 updates on
+    # every task (the original's), a test phase per 10 of them.
     plan = Trainer.plan(walker)
     assert (plan.updates, plan.train_episodes, plan.test_episodes, plan.eval_episodes) == (
         9500,
@@ -90,12 +90,12 @@ def test_plan_counts_the_work_of_a_budget_run():
         10,
     )
     cheetah = Trainer.plan(override(CPU, task="cheetah-run"))
-    assert (cheetah.updates, cheetah.train_episodes, cheetah.test_episodes) == (4750, 95, 10)
+    assert (cheetah.updates, cheetah.train_episodes, cheetah.test_episodes) == (9500, 95, 10)
     assert Trainer.plan(override(walker, schedule={"total_updates": 100})).updates == 100
     ddpg = override(walker, algo="ddpg")  # one update per policy step, paid after an episode
     assert DDPGTrainer.plan(ddpg).updates == 94 * 500
     assert DDPGTrainer.plan(ddpg).train_episodes == 94
-    assert ddpg.updates_per_test_phase == 500  # by its own test_every_updates, not the rule
+    assert ddpg.updates_per_test_phase == 1000  # by its own test_every_updates, not the rule
 
 
 def test_min_updates_per_decision_sets_the_updates_per_episode_by_the_action_repeat():
@@ -103,7 +103,7 @@ def test_min_updates_per_decision_sets_the_updates_per_episode_by_the_action_rep
     episode) 100 updates per episode and leaves the 50 of repeat 4 and 8 (250 and 125)."""
     from planet_torch.config import CPU
 
-    rule = {"collect_every_updates": 50, "min_updates_per_decision": 0.2}
+    rule = {"collect_every_updates": 50, "min_updates_per_decision": 0.2, "test_every_updates": 500}
     per_episode = {
         task: override(CPU, task=task, schedule=rule).updates_per_train_episode
         for task in ("walker-walk", "finger-spin", "cheetah-run", "cartpole-swingup")
@@ -120,7 +120,7 @@ def test_min_updates_per_decision_sets_the_updates_per_episode_by_the_action_rep
     cheetah = override(CPU, task="cheetah-run", schedule=rule)
     assert (walker.updates_per_test_phase, cheetah.updates_per_test_phase) == (1000, 500)
     assert Trainer.plan(walker).test_episodes == Trainer.plan(cheetah).test_episodes == 10
-    off = {"min_updates_per_decision": 0.0}  # the original's rule: collect_every_updates
+    off = {"collect_every_updates": 50}  # the original's rule: collect_every_updates alone
     assert override(CPU, task="walker-walk", schedule=off).updates_per_train_episode == 50
     with pytest.raises(UserError, match="min-updates-per-decision"):
         override(CPU, schedule={"min_updates_per_decision": -1.0}).validate()

@@ -448,9 +448,9 @@ class DreamerConfig:
     under bfloat16 autocast (the actor's distribution, the λ-returns and the losses stay
     float32), or all float32. The original trains in mixed float16 throughout
     (``dreamer.py``: ``precision = 16``, Keras ``mixed_float16``). bfloat16 made the ``cpu``
-    preset's behaviour update 1.65× faster on an AMX Xeon (0.48 → 0.29 s, one thread of a
-    loaded machine, session 23); no learning run has used it yet, so both presets keep
-    float32. Only where bf16 matmuls are fast (``planet doctor``)."""
+    preset's behaviour update 1.27× faster on an AMX Xeon (0.126 → 0.099 s, quiet, 2 threads;
+    a whole Dreamer update 0.252 → 0.225 s; session 23); no learning run has used it yet, so
+    both presets keep float32. Only where bf16 matmuls are fast (``planet doctor``)."""
 
 
 @dataclass(frozen=True)
@@ -735,21 +735,20 @@ CPU = override(
     # higher with the term (BENCHMARKS.md, sessions 19-22).
     dreamer={"units": 200, "entropy_scale": 0.1},
     schedule={
-        "collect_every_updates": 50,  # 4 750 updates in 100k env steps; cartpole-balance
-        # ... and at least 0.2 updates per decision: 100 per episode on the repeat-2 tasks (500
-        # decisions), 50 on the others (250 and 125). With 100 instead of 50, over 3 seeds each
-        # (each seed higher, one finger seed level): walker-walk 203 ± 11 vs 171 ± 6, finger-spin
-        # 394 ± 85 vs 245 ± 82 (BENCHMARKS.md, sessions 19-21). On cheetah-run (250
-        # decisions) 100 per episode gave 215 ± 85 vs 137 ± 64 (session 22: +224, +51, −42 per
-        # seed), and on seed 0 cup-catch 867 vs 191, reacher-easy 143 vs 272 (session 22): one
-        # seed of those two is not enough, so the repeat-4 and -8 tasks keep 50 for now.
-        "min_updates_per_decision": 0.2,
+        # The original's 100 updates per planned episode, on every task: 9 500 updates in 100k
+        # env steps. Against 50 per episode (this preset's until session 23), 3 seeds each:
+        # walker-walk 203 ± 11 vs 171 ± 6, finger-spin 394 ± 85 vs 245 ± 82 (sessions 19-21),
+        # cheetah-run 215 ± 85 vs 137 ± 64 (session 22), cup-catch 646 ± 313 vs 405 ± 240
+        # (sessions 22-23); 2 seeds: reacher-easy 296 ± 217 vs 211 ± 57, cartpole-swingup 481
+        # ± 60 vs 451 ± 11 (session 23). Higher on every task's mean, on 9 of 14 seeds (one
+        # level). 150 per episode on walker-walk, seed 0: 215 vs 215 at 100 (session 23), so
+        # no more. BENCHMARKS.md says what each run showed.
+        "collect_every_updates": 100,
         # The original's test protocol in env steps: one noise-free episode per 10 train
-        # episodes (10k env steps; 1 000 updates where the rule above gives 100 per episode:
-        # Config.updates_per_test_phase); the score is the final 10-episode eval. Tests cost
-        # ~10 % of the planning time instead of 40 % (2 episodes every 5), which decides whether
-        # the action-repeat-2 tasks (500 decisions per episode) fit 75 minutes.
-        "test_every_updates": 500,
+        # episodes (10k env steps); the score is the final 10-episode eval. Tests cost ~10 % of
+        # the planning time instead of 40 % (2 episodes every 5), which decides whether the
+        # action-repeat-2 tasks (500 decisions per episode) fit 75 minutes.
+        "test_every_updates": 1000,
         "test_episodes": 1,
         # The DMC-100k benchmark: the run ends when train_episodes/ hold 100k env steps.
         "max_env_steps": 100_000,

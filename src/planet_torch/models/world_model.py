@@ -73,7 +73,8 @@ class _HalfSquaredError(torch.autograd.Function):
     frames beside the difference (paper size, 2-core Xeon: peak memory 1 919 → 1 731 MB per
     update; BENCHMARKS.md, session 22). Each step is a same-dtype pass plus a cast: torch's
     mixed-dtype elementwise kernels were 2-3× slower here (the ``cpu`` preset's loss forward and
-    backward 41-46 → 23-25 ms on one thread of a loaded AMX Xeon, session 23).
+    backward 41-46 → 23-25 ms on one thread of a loaded AMX Xeon; with the one-pass
+    preprocessing, the whole bf16 update 118-119 → 108 ms quiet on two threads; session 23).
     """
 
     @staticmethod
