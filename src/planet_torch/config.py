@@ -738,11 +738,11 @@ CPU = override(
         # The original's 100 updates per planned episode, on every task: 9 500 updates in 100k
         # env steps. Against 50 per episode (this preset's until session 23), 3 seeds each:
         # walker-walk 203 ± 11 vs 171 ± 6, finger-spin 394 ± 85 vs 245 ± 82 (sessions 19-21),
-        # cheetah-run 215 ± 85 vs 137 ± 64 (session 22), cup-catch 646 ± 312 vs 405 ± 240
-        # (sessions 22-23); 2 seeds: reacher-easy 296 ± 217 vs 211 ± 57, cartpole-swingup 481
-        # ± 60 vs 451 ± 11 (session 23). Higher on every task's mean, on 9 of 14 seeds (one
-        # level). 150 per episode on walker-walk, seed 0: 215 vs 215 at 100 (session 23), so
-        # no more. BENCHMARKS.md says what each run showed.
+        # cheetah-run 215 ± 85 vs 137 ± 64 (session 22), cup-catch 646 ± 312 vs 405 ± 240,
+        # cartpole-swingup 494 ± 48 vs 451 ± 11 and, 2 seeds, reacher-easy 296 ± 217 vs 211 ±
+        # 57 (sessions 22-23): higher on every task's mean, on 12 of 17 seeds (one level).
+        # 150 per episode on walker-walk, seed 0: 215 vs 215 at 100 (session 23): no more.
+        # BENCHMARKS.md says what each run showed.
         "collect_every_updates": 100,
         # The original's test protocol in env steps: one noise-free episode per 10 train
         # episodes (10k env steps); the score is the final 10-episode eval. Tests cost ~10 % of
