@@ -91,24 +91,15 @@ def measure(
         out["decision"][f"dreamer-{width}"] = _median(
             lambda agent=agent: agent.act_batch(frame), 5 * repeats
         )
-        out["choice"][f"dreamer-{width}"] = _median(_no_grad(agent.choose), 5 * repeats)
+        out["choice"][f"dreamer-{width}"] = _median(
+            torch.inference_mode()(agent.choose),
+            5 * repeats,  # as act_batch calls it
+        )
     model.eval()
     planner = PlanetAgent(model, cfg.planner, noise=0.0, generator=generator)
     out["decision"]["planet-cem"] = _median(lambda: planner.act_batch(frame), 5 * repeats)
-    out["choice"]["planet-cem"] = _median(_no_grad(planner.choose), 5 * repeats)
+    out["choice"]["planet-cem"] = _median(torch.inference_mode()(planner.choose), 5 * repeats)
     return out
-
-
-def _no_grad(fn: Callable[[], object]) -> Callable[[], object]:
-    """``fn`` under inference mode, as ``act_batch`` calls ``choose``."""
-
-    def call() -> object:
-        import torch
-
-        with torch.inference_mode():
-            return fn()
-
-    return call
 
 
 def main() -> None:

@@ -59,8 +59,8 @@ decides it per machine). ``load``: mean 1-minute load average over the run's tes
 (≈ the run's own threads on a quiet machine; more = it shared the CPU, its minutes are slower
 than this machine can do). ``action_ms``: milliseconds per policy step while collecting a train
 episode (the agent's decision, the env step and its frame), the median over the run's train
-episodes: CEM's planning for PlaNet, one actor call for Dreamer. ``quiet``: see :func:`quiet_run`; only such runs' minutes say how
-fast the machine is."""
+episodes: CEM's planning for PlaNet, one actor call for Dreamer. ``quiet``: see
+:func:`quiet_run`; only such runs' minutes say how fast the machine is."""
 CURVE_FIELDS = ("task", "variant", "seed", "env_steps", "updates", "wall_minutes", "test_return")
 RANDOM_FIELDS = ("task", "episodes", "score", "score_std", "machine")
 RUN_KEY = ("task", "variant", "seed")
