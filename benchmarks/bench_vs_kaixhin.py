@@ -286,6 +286,9 @@ def main() -> None:
     parser.add_argument("--jobs", nargs="+", default=["train", "plan"], choices=["train", "plan"])
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--impls", nargs="+", choices=["ours_nograph", *IMPLS], help="a subset (default: all)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "JOB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -309,6 +312,8 @@ def main() -> None:
     for job in args.jobs:
         results: dict[str, Any] = {}
         impls = IMPLS if args.device == "cpu" else ("ours_nograph", *IMPLS)
+        if args.impls:
+            impls = tuple(impl for impl in impls if impl in args.impls)
         if bf16_slower(ceilings):
             print(f"{job:>5} bf16 variants skipped: bf16 matmul is slower than fp32 here", file=log)
             impls = tuple(impl for impl in impls if not impl.endswith("bf16"))

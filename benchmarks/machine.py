@@ -148,10 +148,19 @@ def ceiling_line(ceilings: dict[str, float]) -> str:
     )
 
 
-def run_child_json(command: list[str], label: str, log: IO[str]) -> dict[str, Any] | None:
-    """Run a benchmark's child process, whose last stdout line is its JSON result. On failure
-    print ``label`` and the end of its stderr to ``log`` and return None."""
-    out = subprocess.run(command, capture_output=True, text=True, check=False)
+def run_child_json(
+    command: list[str], label: str, log: IO[str], timeout_s: float | None = None
+) -> dict[str, Any] | None:
+    """Run a benchmark's child process, whose last stdout line is its JSON result. On failure,
+    or when it runs past ``timeout_s``, print ``label`` and the end of its stderr to ``log`` and
+    return None."""
+    try:
+        out = subprocess.run(
+            command, capture_output=True, text=True, check=False, timeout=timeout_s
+        )
+    except subprocess.TimeoutExpired:
+        print(f"{label} stopped after its {timeout_s:.0f} s limit", file=log)
+        return None
     if out.returncode != 0:
         print(f"{label} failed:\n{out.stderr[-3000:]}", file=log)
         return None
