@@ -685,7 +685,8 @@ CPU = override(
     # 32 chunks per update on walker-walk, seeds 0-2: 274, 192, 214 = 227 ± 42 against the
     # preset's 215, 196, 197 = 203 ± 11 (sessions 25-26; docs/results/walker-batch.csv): above
     # PlaNet's published 224 on the mean, within the seeds' spread; the preset keeps 16 until
-    # the other tasks have been run at 32 (a preset is tuned across its tasks).
+    # the other tasks have been run at 32 (a preset is tuned across its tasks; so far
+    # cartpole-swingup seed 0: 504 against 438, docs/results/batch32.csv).
     data={"batch_size": 16, "chunk_length": 32},
     model={
         # The paper's latent sizes (200 / 30 / 200) on walker-walk, seed 0: 190 against 215
