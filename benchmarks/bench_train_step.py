@@ -70,6 +70,9 @@ VARIANTS: dict[str, str] = {
     "bias_inside": "transposed convs with the bias inside oneDNN's conv (forward and backward)",
     "unfused_relu": "conv, bias and ReLU as separate passes also where the fast layers fuse them "
     "(in bf16 on CPUs with AMX)",
+    "fused_relu": "conv, bias and ReLU as one oneDNN call in bf16 also on CPUs without AMX "
+    "(encoder convs and decoder transposed convs)",
+    "fused_enc_relu": "as fused_relu, the encoder's convs only",
     "bf16": "encoder and decoder under bfloat16 autocast (what model.compute_dtype auto picks "
     "where faster; the paper preset defaults to float32)",
 }
@@ -138,6 +141,19 @@ def _apply_one(model: Any, variant: str) -> None:
         preprocess.uniform_noise = torch_rand  # type: ignore[assignment]
     elif variant == "unfused_relu":
         fast.cpu_has_amx = lambda: False  # type: ignore[assignment]  # (this child process only)
+    elif variant == "fused_relu":
+        fast.cpu_has_amx = lambda: True  # type: ignore[assignment]  # (this child process only)
+    elif variant == "fused_enc_relu":
+
+        def fused(module: Any, x: torch.Tensor) -> torch.Tensor:
+            bf16 = torch.is_autocast_enabled("cpu") or x.dtype == torch.bfloat16
+            if bf16:
+                return fast.conv_relu(x, module, transposed=False)
+            return ReLUConv2d.forward(module, x)
+
+        for module in model.encoder.modules():
+            if isinstance(module, ReLUConv2d):
+                module.forward = types.MethodType(fused, module)
     elif variant == "bias_inside":
         from planet_torch.models.fast import BiasAfterConvTranspose2d, _SubPixelConvTranspose
 

@@ -58,7 +58,9 @@ def fuse_conv_relu(x: Tensor) -> bool:
     + ReLU 57 / 37 / 25 ms → 20 / 20 / 20 ms, decoder transposed convs + bias + ReLU 71 / 129 →
     55 / 52 ms; in float32 the same fusion gained nothing or lost (128 → 64 transposed: 146 →
     657 ms), and on Zen 4 oneDNN's bf16 transposed conv with its bias inside was 4× slower
-    (above), so everywhere else the layers run as before.
+    (above), so everywhere else the layers run as before. On Zen 4 the encoder's fused convs
+    gained ≈ 15 ms of a 2.4 s paper-size bf16 update (forward 40 / 99 / 63 → 33 / 94 / 61 ms,
+    backward level; BENCHMARKS.md, session 27): within run-to-run spread, so not used there.
     """
     if x.device.type != "cpu" or not cpu_has_amx():
         return False
