@@ -165,6 +165,35 @@ def test_dtype_choice() -> None:
     assert choose_dtype("auto", ssm, 64) == torch.float32
 
 
+def test_auto_planner_choice_is_said_and_recorded_in_the_run(tmp_path, capsys) -> None:
+    """``--planner.compute-dtype auto``: the choice and the measurement behind it are printed
+    and kept in the run's machines.json (as the model's), and an explicit dtype always wins."""
+    import json
+
+    from planet_torch.config import DEBUG
+    from planet_torch.models import imagination as latent
+    from planet_torch.models.imagination import resolve_plan_dtype
+    from planet_torch.training.loop import Trainer
+
+    model = _model(SMALL)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(latent, "_bf16_speedup", lambda *_: 1.75)
+        dtype, reason = resolve_plan_dtype("auto", model, 64)
+        assert dtype == torch.bfloat16 and "1.75×" in reason and "measured now" in reason
+        assert resolve_plan_dtype("float32", model, 64) == (torch.float32, "float32, as configured")
+        cfg = override(
+            DEBUG,
+            task="cartpole-balance",
+            planner={"compute_dtype": "auto"},
+            schedule={"total_updates": 1, "final_eval_episodes": 0},
+        )
+        Trainer(cfg, tmp_path / "run", progress=False).train()
+    assert "planning in bfloat16 (auto: a bf16" in capsys.readouterr().out
+    machines = json.loads((tmp_path / "run" / "machines.json").read_text())
+    assert machines[0]["planner_dtype"] == "bfloat16"
+    assert "1.75×" in machines[0]["planner_dtype_reason"]
+
+
 def _noiseless(model: WorldModel) -> WorldModel:
     """Embed without dequantisation noise, so that two code paths see identical embeddings."""
 

@@ -129,21 +129,27 @@ def check_torch() -> Result:
 
 
 def check_precision() -> Result:
-    """Informational: what ``--model.compute-dtype auto`` would choose on this CPU."""
+    """Informational: what ``--model.compute-dtype auto`` and ``--planner.compute-dtype auto``
+    would choose on this CPU at paper size."""
     import torch
 
     from planet_torch.config import PAPER
+    from planet_torch.models.imagination import plan_dtype_choice
     from planet_torch.models.precision import choose_model_dtype
 
     m = PAPER.model
     dtype, reason = choose_model_dtype(
         torch.device("cpu"), m.cnn_depth, m.belief_size + m.state_size
     )
-    pick = str(dtype).removeprefix("torch.")
+    plan_dtype, plan_reason = plan_dtype_choice(
+        m.hidden_size, m.belief_size, PAPER.planner.candidates
+    )
+    pick, plan_pick = (str(d).removeprefix("torch.") for d in (dtype, plan_dtype))
     return Result(
         True,
-        f"--model.compute-dtype auto trains in {pick} here ({reason}; paper size; every run on"
-        " this machine makes this choice: delete the file to measure again)",
+        f"--model.compute-dtype auto trains in {pick} here ({reason}); --planner.compute-dtype"
+        f" auto plans in {plan_pick} ({plan_reason}); paper size; every run on this machine"
+        " makes these choices: delete the file to measure again",
     )
 
 

@@ -63,24 +63,43 @@ def _bf16_speedup(device_type: str, rows: int, inner: int, cols: int) -> float:
     return bf16_speedup(step, repeats=5)
 
 
-def choose_dtype(choice: PlanDtype, model: WorldModel, candidates: int) -> torch.dtype:
-    """``auto``: bfloat16 on a CPU where it measured ≥ AUTO_PLAN_MIN_SPEEDUP (1.3×) faster at the
-    planner's shapes (measured once per machine and kept, as the model's ``auto``), else
-    float32 (always float32 on CUDA, where planning is latency-bound, not FLOP-bound)."""
-    if choice == "float32":
-        return torch.float32
-    if choice == "bfloat16":
-        return torch.bfloat16
-    if model.device.type != "cpu" or not supports_fast_objective(model):
-        return torch.float32
-    rssm = model.rssm
-    assert isinstance(rssm, RSSM)
-    inner = rssm.hidden_size + rssm.belief_size
-    rows, cols = max(candidates, 64), 3 * rssm.belief_size
-    speedup, _ = remembered_speedup(
+def plan_dtype_choice(
+    hidden_size: int, belief_size: int, candidates: int
+) -> tuple[torch.dtype, str]:
+    """What ``planner.compute_dtype = "auto"`` means on this CPU for an RSSM of these sizes
+    planning ``candidates`` sequences, and why, in words: bfloat16 where a bf16 matmul of the
+    planner's largest shape (the GRU gates') measured ≥ AUTO_PLAN_MIN_SPEEDUP faster, once per
+    machine and shape (kept, as the model's ``auto``)."""
+    rows, inner, cols = max(candidates, 64), hidden_size + belief_size, 3 * belief_size
+    speedup, source = remembered_speedup(
         f"planner addmm {rows}x{inner}x{cols}", lambda: _bf16_speedup("cpu", rows, inner, cols)
     )
-    return torch.bfloat16 if speedup >= AUTO_PLAN_MIN_SPEEDUP else torch.float32
+    dtype = torch.bfloat16 if speedup >= AUTO_PLAN_MIN_SPEEDUP else torch.float32
+    shape = f"[{rows}, {inner}] · [{inner}, {cols}]"
+    return dtype, f"auto: a bf16 {shape} matmul ran {speedup:.2f}× fp32's speed; {source}"
+
+
+def resolve_plan_dtype(
+    choice: PlanDtype, model: WorldModel, candidates: int
+) -> tuple[torch.dtype, str]:
+    """The planner's dtype for ``choice`` and why, in words. ``auto``: bfloat16 on a CPU where
+    it measured ≥ AUTO_PLAN_MIN_SPEEDUP (1.3×) faster at the planner's shapes
+    (:func:`plan_dtype_choice`), else float32 (always float32 on CUDA, where planning is
+    latency-bound, not FLOP-bound)."""
+    if choice != "auto":
+        return getattr(torch, choice), f"{choice}, as configured"
+    if model.device.type != "cpu":
+        return torch.float32, "auto: float32 off the CPU (not measured there)"
+    if not supports_fast_objective(model):
+        return torch.float32, "auto: float32 (this model plans with the reference rollout)"
+    rssm = model.rssm
+    assert isinstance(rssm, RSSM)
+    return plan_dtype_choice(rssm.hidden_size, rssm.belief_size, candidates)
+
+
+def choose_dtype(choice: PlanDtype, model: WorldModel, candidates: int) -> torch.dtype:
+    """:func:`resolve_plan_dtype`'s dtype."""
+    return resolve_plan_dtype(choice, model, candidates)[0]
 
 
 Activation = Literal["none", "relu", "sigmoid", "tanh"]

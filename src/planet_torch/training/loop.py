@@ -33,6 +33,7 @@ from planet_torch.agents.planet import PlanetAgent
 from planet_torch.config import Config, OptimConfig
 from planet_torch.errors import UserError
 from planet_torch.models import WorldModel, WorldModelTrainer, retain_freed_memory
+from planet_torch.models.imagination import resolve_plan_dtype
 from planet_torch.models.legacy import upgrade_model_state
 from planet_torch.replay import ChunkSampler, batch_to_torch
 from planet_torch.training.base import BaseTrainer, counter_generator, counter_rng
@@ -68,6 +69,10 @@ class Trainer(BaseTrainer):
         if self.cfg.model.compute_dtype == "auto":  # say what the measurement chose
             dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
             print(f"encoder/decoder in {dtype} ({self.model.compute_dtype_reason})", flush=True)
+        planner = self.cfg.planner
+        if self.cfg.algo == "planet" and planner.compute_dtype == "auto":
+            plan_dtype, reason = resolve_plan_dtype("auto", self.model, planner.candidates)
+            print(f"planning in {str(plan_dtype).removeprefix('torch.')} ({reason})", flush=True)
 
     def _world_model_optim(self) -> OptimConfig:
         """The world model's Adam settings: ``optim`` (Dreamer takes its own)."""
@@ -94,7 +99,13 @@ class Trainer(BaseTrainer):
 
     def _machine_notes(self) -> dict[str, str]:
         dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
-        return {"compute_dtype": dtype, "compute_dtype_reason": self.model.compute_dtype_reason}
+        notes = {"compute_dtype": dtype, "compute_dtype_reason": self.model.compute_dtype_reason}
+        planner = self.cfg.planner
+        if self.cfg.algo == "planet" and planner.compute_dtype == "auto":  # what auto chose
+            plan_dtype, reason = resolve_plan_dtype("auto", self.model, planner.candidates)
+            notes["planner_dtype"] = str(plan_dtype).removeprefix("torch.")
+            notes["planner_dtype_reason"] = reason
+        return notes
 
     @property
     def train_noise(self) -> float:
