@@ -684,9 +684,10 @@ CPU = override(
     env={"exact_render": False},
     # 32 chunks per update on walker-walk, seeds 0-2: 274, 192, 214 = 227 ± 42 against the
     # preset's 215, 196, 197 = 203 ± 11 (sessions 25-26; docs/results/walker-batch.csv): above
-    # PlaNet's published 224 on the mean, within the seeds' spread; the preset keeps 16 until
-    # the other tasks have been run at 32 (a preset is tuned across its tasks; so far
-    # cartpole-swingup seed 0: 504 against 438, docs/results/batch32.csv).
+    # PlaNet's published 224 on the mean, within the seeds' spread. Across the other tasks
+    # (seed 0, docs/results/batch32.csv): cartpole-swingup 504 against 438, cheetah-run 310
+    # against 313 — and cheetah at 32 took 87.7 min alone on a 2-core Zen 4 (session 27), over
+    # the 75-minute budget of a run. So the preset keeps 16.
     data={"batch_size": 16, "chunk_length": 32},
     model={
         # The paper's latent sizes (200 / 30 / 200) on walker-walk, seed 0: 190 against 215
