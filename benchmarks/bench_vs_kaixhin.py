@@ -18,6 +18,10 @@ Both sides do the same work, as each implementation does it in its own training 
   1000 candidates × 10 iterations × horizon 12, top 100 (Kaixhin: ``update_belief_and_act``
   without the environment step; ours: ``PlanetAgent.act_batch``).
 
+``--rounds N`` runs every (implementation, job) in N fresh processes, round by round, and
+reports the median of their medians: on Zen 3 and Zen 4 the same code's time moved by ±10 %
+from one process to the next (BENCHMARKS.md), and a ratio from one process each moves with it.
+
 CPU timings drop calls during which other processes used the CPU (see bench_train_step.py);
 CUDA timings synchronise around every call. The planner's FLOPs are counted with torch's
 FlopCounterMode over one of our planned actions, to state the fraction of the ceiling.
@@ -287,10 +291,20 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="fresh processes per (implementation, job), interleaved round by round; the "
+        "median of their medians is reported (the same code's time moves ±10 %% between "
+        "processes on Zen 3/4)",
+    )
+    parser.add_argument(
         "--impls", nargs="+", choices=["ours_nograph", *IMPLS], help="a subset (default: all)"
     )
     parser.add_argument("--child", nargs=2, metavar=("IMPL", "JOB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error("--rounds must be >= 1")
     if args.child:
         impl, job = args.child
         if impl == "kaixhin":
@@ -317,21 +331,40 @@ def main() -> None:
         if bf16_slower(ceilings):
             print(f"{job:>5} bf16 variants skipped: bf16 matmul is slower than fp32 here", file=log)
             impls = tuple(impl for impl in impls if not impl.endswith("bf16"))
+        runs: dict[str, list[dict[str, Any]]] = {impl: [] for impl in impls}
+        for round_ in range(args.rounds):
+            for impl in impls:
+                command = [sys.executable, __file__, "--child", impl, job, "--device", args.device]
+                command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+                run = run_child_json(command, f"{job} {impl}", log)
+                if run is None:
+                    continue
+                run["median_s"] = statistics.median(run["seconds"])
+                runs[impl].append(run)
+                if args.rounds > 1:
+                    print(
+                        f"{job:>5} {impl:<12} round {round_ + 1}: median {run['median_s']:.4f} s",
+                        file=log,
+                        flush=True,
+                    )
         for impl in impls:
-            command = [sys.executable, __file__, "--child", impl, job, "--device", args.device]
-            command += ["--warmup", str(args.warmup), "--repeats", str(args.repeats)]
-            run = run_child_json(command, f"{job} {impl}", log)
-            if run is None:
+            if not runs[impl]:
                 continue
-            run["median_s"] = statistics.median(run["seconds"])
+            medians = [r["median_s"] for r in runs[impl]]
+            run = {**runs[impl][0], "median_s": statistics.median(medians)}
+            run["process_medians_s"] = medians
+            run["seconds"] = [t for r in runs[impl] for t in r["seconds"]]
             run["gflops"] = run["gflop_per_call"] / run["median_s"]
             run["precision"] = "bfloat16" if impl.endswith("bf16") else "float32"
             run["fraction_of_ceiling"] = fraction_of_ceiling(
                 run["gflops"], run["precision"], ceilings
             )
             results[impl] = run
+            spread = (
+                f" (processes {min(medians):.4f}-{max(medians):.4f})" if len(medians) > 1 else ""
+            )
             print(
-                f"{job:>5} {impl:<12} median {run['median_s']:.4f} s  "
+                f"{job:>5} {impl:<12} median {run['median_s']:.4f} s{spread}  "
                 f"{run['gflop_per_call']:.1f} GFLOP/call  {run['gflops']:.0f} GFLOP/s = "
                 f"{100 * run['fraction_of_ceiling']:.0f}% of the {run['precision']} ceiling",
                 file=log,
