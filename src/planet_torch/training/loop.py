@@ -69,10 +69,17 @@ class Trainer(BaseTrainer):
         if self.cfg.model.compute_dtype == "auto":  # say what the measurement chose
             dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
             print(f"encoder/decoder in {dtype} ({self.model.compute_dtype_reason})", flush=True)
+        if (plan := self._auto_plan_dtype()) is not None:
+            print(f"planning in {plan[0]} ({plan[1]})", flush=True)
+
+    def _auto_plan_dtype(self) -> tuple[str, str] | None:
+        """(dtype, why) that ``planner.compute_dtype auto`` chose for this run; None where the
+        planner's dtype is set explicitly or the algorithm does not plan."""
         planner = self.cfg.planner
-        if self.cfg.algo == "planet" and planner.compute_dtype == "auto":
-            plan_dtype, reason = resolve_plan_dtype("auto", self.model, planner.candidates)
-            print(f"planning in {str(plan_dtype).removeprefix('torch.')} ({reason})", flush=True)
+        if self.cfg.algo != "planet" or planner.compute_dtype != "auto":
+            return None
+        dtype, reason = resolve_plan_dtype("auto", self.model, planner.candidates)
+        return str(dtype).removeprefix("torch."), reason
 
     def _world_model_optim(self) -> OptimConfig:
         """The world model's Adam settings: ``optim`` (Dreamer takes its own)."""
@@ -100,11 +107,8 @@ class Trainer(BaseTrainer):
     def _machine_notes(self) -> dict[str, str]:
         dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
         notes = {"compute_dtype": dtype, "compute_dtype_reason": self.model.compute_dtype_reason}
-        planner = self.cfg.planner
-        if self.cfg.algo == "planet" and planner.compute_dtype == "auto":  # what auto chose
-            plan_dtype, reason = resolve_plan_dtype("auto", self.model, planner.candidates)
-            notes["planner_dtype"] = str(plan_dtype).removeprefix("torch.")
-            notes["planner_dtype_reason"] = reason
+        if (plan := self._auto_plan_dtype()) is not None:
+            notes["planner_dtype"], notes["planner_dtype_reason"] = plan
         return notes
 
     @property
