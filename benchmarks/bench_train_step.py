@@ -146,8 +146,7 @@ def _apply_one(model: Any, variant: str) -> None:
     elif variant == "fused_enc_relu":
 
         def fused(module: Any, x: torch.Tensor) -> torch.Tensor:
-            bf16 = torch.is_autocast_enabled("cpu") or x.dtype == torch.bfloat16
-            if bf16:
+            if fast.in_bf16(x):  # fuse_conv_relu's rule without its AMX condition
                 return fast.conv_relu(x, module, transposed=False)
             return ReLUConv2d.forward(module, x)
 

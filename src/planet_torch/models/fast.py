@@ -62,8 +62,11 @@ def fuse_conv_relu(x: Tensor) -> bool:
     gained ≈ 15 ms of a 2.4 s paper-size bf16 update (forward 40 / 99 / 63 → 33 / 94 / 61 ms,
     backward level; BENCHMARKS.md, session 27): within run-to-run spread, so not used there.
     """
-    if x.device.type != "cpu" or not cpu_has_amx():
-        return False
+    return x.device.type == "cpu" and cpu_has_amx() and in_bf16(x)
+
+
+def in_bf16(x: Tensor) -> bool:
+    """Whether a CPU conv on ``x`` computes in bfloat16: under bf16 autocast, or a bf16 input."""
     if torch.is_autocast_enabled("cpu"):
         return torch.get_autocast_dtype("cpu") == torch.bfloat16
     return x.dtype == torch.bfloat16
