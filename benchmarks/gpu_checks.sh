@@ -8,8 +8,9 @@
 # --prepare downloads mujoco and our other dependencies as CPython 3.12 wheels, and dm_control
 # with its locomotion assets and the dog's meshes left out (56 → 4 MB: the suite's six tasks need
 # neither, and a device call carries 64 MiB at most). Everything it writes is git-ignored.
-# The checks (about 9 minutes on an H200): the whole world-model update eager, as one CUDA graph
-# and under torch.compile (bench_update_graph.py), the train step and planned action beside
+# The checks (about 9 minutes on an H200; session 28's results in BENCHMARKS.md): the three tests
+# that need CUDA, the whole world-model update eager, as one CUDA graph and under torch.compile
+# (bench_update_graph.py), the train step and planned action beside
 # Kaixhin/PlaNet (bench_vs_kaixhin.py), and what a DMC-100k run of the cpu preset would cost on
 # the GPU (a 60-update probe of walker-walk and cartpole-swingup, whose last line projects it).
 set -u
@@ -54,6 +55,12 @@ export PYTHONPATH=/tmp/site:$PWD/src MUJOCO_GL=egl
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 lscpu | grep -E "Model name|^CPU\(s\)"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+echo "== [$(el) s] the tests that skip without CUDA (by name: test_cli first would eat the time)"
+timeout 120 python3 -m pytest -q -p no:cacheprovider -rA \
+  tests/test_checkpoint.py::test_rng_streams_resume_from_a_checkpoint_mapped_onto_the_gpu \
+  tests/test_models.py::test_plain_modules_move_to_cuda_and_compute_the_same \
+  tests/test_planning.py::test_cuda_graph_plans_one_launch_per_decision_with_fresh_noise_and_current_belief \
+  2>&1 | tail -8
 echo "== [$(el) s] whole update: eager, one CUDA graph, torch.compile (paper size)"
 timeout 260 python3 benchmarks/bench_update_graph.py --device cuda \
   --variants eager graph compile --child-limit-s 170 > "$OUT/update_graph.json"

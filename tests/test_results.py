@@ -146,10 +146,12 @@ def test_budget_note_projects_the_benchmark_run():
     assert note is not None
     # 9500 updates × 0.2 s + (95 + 10 + 10) episodes × (125 × 0.05 s + 1 s) = 2734 s ≈ 46 min
     assert "9,500 updates, 95 train, 10 test and 10 eval episodes, about 46 min" in note
-    assert f"planet train --task {TASK} --preset cpu --seed 0" in note
+    assert note.count(f"planet train --task {TASK} --preset cpu --seed 0\n") == 1
     assert "PlaNet 297, Dreamer 326" in note
     assert budget_note(cfg, "debug", summary) is None  # no budget in that preset
     assert budget_note(cfg, "cpu", summary | {"env_steps": 100_000}) is None  # reached it
+    dreamer = budget_note(override(cfg, algo="dreamer"), "cpu", summary)
+    assert f"planet train --task {TASK} --preset cpu --seed 0 --algo dreamer\n" in dreamer
 
 
 def test_random_policy_row_and_command():

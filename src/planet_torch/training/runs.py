@@ -84,7 +84,8 @@ def budget_note(cfg: Config, preset_name: str, summary: dict[str, Any]) -> str |
         f"train, {plan.test_episodes} test and {plan.eval_episodes} eval episodes, about "
         f"{minutes:.0f} min on this machine at this run's speed "
         f"({rates.seconds_per_update:.2f} s/update, {rates.seconds_per_action:.3f} s/action):",
-        f"  planet train --task {cfg.task} --preset {preset_name} --seed {cfg.seed}",
+        f"  planet train --task {cfg.task} --preset {preset_name} --seed {cfg.seed}"
+        + ("" if cfg.algo == "planet" else f" --algo {cfg.algo}"),
     ]
     points = published(cfg.task, budget)
     if points:
