@@ -739,8 +739,9 @@ CPU = override(
     # Soft returns at 0.1: the original's actor (0) locked at its action bounds on
     # cartpole-swingup and scored 246 (75 at action repeat 2); at 0.1, seed 0 of each task:
     # cartpole-swingup 364, cheetah-run 334, cup-catch 638 (Dreamer's published 326, 235, 246),
-    # reacher-easy 46 (314; not learnt). The only paired comparisons are cartpole's, both
-    # higher with the term (BENCHMARKS.md, sessions 19-22).
+    # reacher-easy 46 (314; not learnt); at 100 updates per episode finger-spin 617 and
+    # walker-walk 415 (341, 277; sessions 25, 28). The only paired comparisons are cartpole's,
+    # both higher with the term (BENCHMARKS.md, sessions 19-22).
     dreamer={"units": 200, "entropy_scale": 0.1},
     schedule={
         # The original's 100 updates per planned episode, on every task: 9 500 updates in 100k
