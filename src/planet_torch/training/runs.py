@@ -70,6 +70,8 @@ def _train_then_score(trainer: BaseTrainer) -> dict[str, Any]:
 def budget_note(cfg: Config, preset_name: str, summary: dict[str, Any]) -> str | None:
     """For a run that ended before its preset's env-step budget (``make demo``): how long the
     whole budget would take on this machine, at the speed this run measured, and the command."""
+    from planet_torch.training.results import reproduce_command  # matplotlib: not at start-up
+
     target = override(preset(preset_name), task=cfg.task, seed=cfg.seed, algo=cfg.algo)
     budget = target.schedule.max_env_steps
     rates = Rates(**summary["rates"])
@@ -84,8 +86,7 @@ def budget_note(cfg: Config, preset_name: str, summary: dict[str, Any]) -> str |
         f"train, {plan.test_episodes} test and {plan.eval_episodes} eval episodes, about "
         f"{minutes:.0f} min on this machine at this run's speed "
         f"({rates.seconds_per_update:.2f} s/update, {rates.seconds_per_action:.3f} s/action):",
-        f"  planet train --task {cfg.task} --preset {preset_name} --seed {cfg.seed}"
-        + ("" if cfg.algo == "planet" else f" --algo {cfg.algo}"),
+        f"  {reproduce_command(target)}",
     ]
     points = published(cfg.task, budget)
     if points:
