@@ -215,6 +215,91 @@ def test_a_bfloat16_behaviour_update_follows_the_float32_one() -> None:
     assert cosine > 0.95, cosine
 
 
+def test_auto_behaviour_dtype_measures_once_per_machine_and_explicit_wins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``dreamer.compute_dtype auto``: bfloat16 where an actor-sized MLP measured ≥ 1.3× faster
+    (timed with the learner's batch, features and width), once per machine: a later learner
+    reads the kept ratio even where a new timing would choose float32; deleting the file
+    measures again; an explicit dtype is never overridden; float32 off the CPU."""
+    from planet_torch.models import precision
+
+    calls: list[tuple[int, int, int]] = []
+
+    def fake(speedup: float):
+        def measure(rows: int, inputs: int, units: int) -> float:
+            calls.append((rows, inputs, units))
+            return speedup
+
+        return measure
+
+    monkeypatch.setattr(precision, "mlp_bf16_speedup", fake(1.5))
+    model = WorldModel(RUN, action_size=2)
+    auto = override(RUN, dreamer={"compute_dtype": "auto"}).dreamer
+    learner = DreamerLearner(model, auto)
+    assert learner.compute_dtype == torch.bfloat16, learner.compute_dtype_reason
+    assert "1.50×" in learner.compute_dtype_reason
+    rows = RUN.data.batch_size * RUN.data.chunk_length
+    assert calls == [(max(rows, 64), model.feature_size, SMALL["units"])]
+    monkeypatch.setattr(precision, "mlp_bf16_speedup", fake(1.1))
+    again = DreamerLearner(model, auto)  # kept: no new timing, the same choice
+    assert again.compute_dtype == torch.bfloat16 and "kept in" in again.compute_dtype_reason
+    assert len(calls) == 1
+    precision.precision_file().unlink()
+    assert DreamerLearner(model, auto).compute_dtype == torch.float32  # measured anew: 1.1×
+    for dtype in ("float32", "bfloat16"):
+        explicit = DreamerLearner(model, override(RUN, dreamer={"compute_dtype": dtype}).dreamer)
+        assert explicit.compute_dtype == getattr(torch, dtype) and len(calls) == 2
+    off_cpu = precision.choose_behaviour_dtype(torch.device("cuda"), 512, 148, 200)
+    assert off_cpu[0] == torch.float32 and len(calls) == 2
+
+
+def test_auto_behaviour_dtype_keeps_its_first_choice_on_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run under ``dreamer.compute_dtype auto`` that started in bfloat16, killed and resumed
+    where the kept ratio is gone and a new timing would choose float32, resumes in bfloat16 and
+    ends exactly as the uninterrupted run (which ran in bfloat16 throughout: it did run bf16,
+    its actor loss differs from a float32 run's)."""
+    from planet_torch.models import precision
+
+    cfg = override(RUN, dreamer={"compute_dtype": "auto"})
+    monkeypatch.setattr(precision, "mlp_bf16_speedup", lambda *_: 1.5)
+    reference = tmp_path / "reference"
+    DreamerTrainer(cfg, reference, progress=False).train()
+    assert "behaviour update in bfloat16 (auto: a bf16 MLP" in capsys.readouterr().out
+    machines = json.loads((reference / "machines.json").read_text())
+    assert {m["behaviour_dtype"] for m in machines} == {"bfloat16"}
+
+    crashed = tmp_path / "crashed"
+    trainer = DreamerTrainer(cfg, crashed, progress=False)
+    learn = trainer._learn
+
+    def crashing(batch, generator):
+        if trainer.counters.updates == 9:  # after the checkpoint of the test phase at 6
+            raise RuntimeError("power cut")
+        return learn(batch, generator)
+
+    trainer._learn = crashing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="power cut"):
+        trainer.train()
+    precision.precision_file().unlink()
+    monkeypatch.setattr(precision, "mlp_bf16_speedup", lambda *_: 1.0)  # now chooses float32
+    resumed = DreamerTrainer(cfg, crashed, resume=True, progress=False)
+    resumed.train()
+    assert resumed.behaviour.compute_dtype == torch.bfloat16
+    assert "behaviour update in bfloat16, as when this run started" in capsys.readouterr().out
+    assert_same_run(reference, crashed)
+    float32 = tmp_path / "float32"  # the same run all in float32 is another run
+    DreamerTrainer(
+        override(RUN, dreamer={"compute_dtype": "float32"}), float32, progress=False
+    ).train()
+    first = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    other = [json.loads(line) for line in (float32 / "metrics.jsonl").read_text().splitlines()]
+    loss = [[m["train/actor_loss"] for m in ms if "train/actor_loss" in m] for ms in (first, other)]
+    assert loss[0] and loss[0] != loss[1]
+
+
 def test_an_unknown_dreamer_dtype_is_a_user_error() -> None:
     with pytest.raises(UserError, match=r"dreamer\.compute-dtype"):
         override(RUN, dreamer={"compute_dtype": "float16"}).validate()

@@ -443,14 +443,17 @@ class DreamerConfig:
     session 19); at the ``cpu`` preset, seed 0: cheetah-run 334 (published 235), reacher-easy
     46 (published 314, random 63; session 20), cup-catch 638 (published 246; session 22). The
     ``cpu`` preset sets 0.1; the ``paper`` preset keeps the original's 0."""
-    compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    compute_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     """The behaviour update's arithmetic: imagination, reward head, actor and value networks
     under bfloat16 autocast (the actor's distribution, the λ-returns and the losses stay
     float32), or all float32. The original trains in mixed float16 throughout
     (``dreamer.py``: ``precision = 16``, Keras ``mixed_float16``). bfloat16 made the ``cpu``
     preset's behaviour update 1.27× faster on an AMX Xeon (0.126 → 0.099 s, quiet, 2 threads;
     a whole Dreamer update 0.252 → 0.225 s; session 23); no learning run has used it yet, so
-    both presets keep float32. Only where bf16 matmuls are fast (``planet doctor``)."""
+    both presets keep float32. Only where bf16 matmuls are fast: ``auto`` measures once per
+    machine (an actor-sized MLP's forward and backward, kept as the model's ``auto`` keeps its
+    ratio) and takes bfloat16 where it ran ≥ 1.3× faster; a run keeps the choice it started
+    with when it resumes; ``planet doctor`` says what ``auto`` picks here."""
 
 
 @dataclass(frozen=True)
@@ -576,8 +579,8 @@ class Config:
             (self.optim.learning_rate > 0, "optim.learning-rate must be > 0"),
             (self.dreamer.entropy_scale >= 0, "dreamer.entropy-scale must be >= 0"),
             (
-                self.dreamer.compute_dtype in ("float32", "bfloat16"),
-                "dreamer.compute-dtype must be float32 or bfloat16",
+                self.dreamer.compute_dtype in ("auto", "float32", "bfloat16"),
+                "dreamer.compute-dtype must be auto, float32 or bfloat16",
             ),
             (self.planner.horizon >= 1, "planner.horizon must be >= 1"),
             (

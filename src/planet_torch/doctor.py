@@ -129,13 +129,13 @@ def check_torch() -> Result:
 
 
 def check_precision() -> Result:
-    """Informational: what ``--model.compute-dtype auto`` and ``--planner.compute-dtype auto``
-    would choose on this CPU at paper size."""
+    """Informational: what ``--model.compute-dtype auto``, ``--planner.compute-dtype auto`` and
+    ``--dreamer.compute-dtype auto`` would choose on this CPU at paper size."""
     import torch
 
     from planet_torch.config import PAPER
     from planet_torch.models.imagination import plan_dtype_choice
-    from planet_torch.models.precision import choose_model_dtype
+    from planet_torch.models.precision import choose_behaviour_dtype, choose_model_dtype
 
     m = PAPER.model
     dtype, reason = choose_model_dtype(
@@ -144,12 +144,19 @@ def check_precision() -> Result:
     plan_dtype, plan_reason = plan_dtype_choice(
         m.hidden_size, m.belief_size, PAPER.planner.candidates
     )
-    pick, plan_pick = (str(d).removeprefix("torch.") for d in (dtype, plan_dtype))
+    rows = PAPER.data.batch_size * PAPER.data.chunk_length  # imagination starts per update
+    behaviour, behaviour_reason = choose_behaviour_dtype(
+        torch.device("cpu"), rows, m.belief_size + m.state_size, PAPER.dreamer.units
+    )
+    pick, plan_pick, behaviour_pick = (
+        str(d).removeprefix("torch.") for d in (dtype, plan_dtype, behaviour)
+    )
     return Result(
         True,
         f"--model.compute-dtype auto trains in {pick} here ({reason}); --planner.compute-dtype"
-        f" auto plans in {plan_pick} ({plan_reason}); paper size; every run on this machine"
-        " makes these choices: delete the file to measure again",
+        f" auto plans in {plan_pick} ({plan_reason}); --dreamer.compute-dtype auto runs the"
+        f" behaviour update in {behaviour_pick} ({behaviour_reason}); paper size; every run on"
+        " this machine makes these choices: delete the file to measure again",
     )
 
 

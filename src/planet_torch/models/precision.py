@@ -36,6 +36,11 @@ AUTO_PLAN_MIN_SPEEDUP = 1.3
 measures at least this much faster: a higher bar than the model's, as bf16 rollouts had planned
 measurably worse at horizon 12 with sampled futures (BENCHMARKS.md, session 5)."""
 
+AUTO_BEHAVIOUR_MIN_SPEEDUP = 1.3
+"""``dreamer.compute_dtype auto`` picks a bfloat16 behaviour update when an actor-sized MLP's
+forward and backward measure at least this much faster (the planner's bar: the update is
+matmuls of the same kind, and its gradients run through 15 imagined steps)."""
+
 FAR_SLOWER = 0.5
 """A ratio below this after a round ends the timing: no later round can lift it past the
 thresholds above (its bf16 time would have to fall 2.4-2.6× below its own best). CPUs without
@@ -206,3 +211,41 @@ def choose_model_dtype(
     )
     dtype = torch.bfloat16 if speedup >= AUTO_MIN_SPEEDUP else torch.float32
     return dtype, f"auto: bf16 convs ran {speedup:.2f}× fp32's speed on this CPU; {source}"
+
+
+def mlp_bf16_speedup(rows: int, inputs: int, units: int) -> float:
+    """fp32 / bf16 time of one forward + backward of a fresh two-layer ELU MLP (``inputs`` →
+    ``units`` → ``units``) on ``rows`` inputs under CPU autocast, as the behaviour update runs
+    its actor, value and imagined steps."""
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)
+        mlp = torch.nn.Sequential(
+            torch.nn.Linear(inputs, units),
+            torch.nn.ELU(),
+            torch.nn.Linear(units, units),
+            torch.nn.ELU(),
+        )
+        x = torch.randn(rows, inputs)
+
+        def step(dtype: torch.dtype) -> None:
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                loss = mlp(x).float().sum()
+            loss.backward()
+
+        return bf16_speedup(step)
+
+
+def choose_behaviour_dtype(
+    device: torch.device, rows: int, inputs: int, units: int
+) -> tuple[torch.dtype, str]:
+    """What ``dreamer.compute_dtype = "auto"`` means on ``device`` for a behaviour update of
+    ``rows`` imagined states of ``inputs`` features through ``units``-wide layers, and why."""
+    if device.type != "cpu":
+        return torch.float32, "auto: float32 off the CPU (not measured there)"
+    rows = max(rows, 64)
+    speedup, source = remembered_speedup(
+        f"behaviour mlp {rows}x{inputs}x{units}", lambda: mlp_bf16_speedup(rows, inputs, units)
+    )
+    dtype = torch.bfloat16 if speedup >= AUTO_BEHAVIOUR_MIN_SPEEDUP else torch.float32
+    shape = f"[{rows}, {inputs}] → {units} → {units}"
+    return dtype, f"auto: a bf16 MLP {shape} ran {speedup:.2f}× fp32's speed; {source}"

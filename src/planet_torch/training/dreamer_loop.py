@@ -31,6 +31,11 @@ class DreamerTrainer(Trainer):
     def _build(self) -> None:
         super()._build()
         self.behaviour = DreamerLearner(self.model, self.cfg.dreamer)
+        if self.cfg.dreamer.compute_dtype == "auto":  # say what the measurement chose
+            dtype = str(self.behaviour.compute_dtype).removeprefix("torch.")
+            print(
+                f"behaviour update in {dtype} ({self.behaviour.compute_dtype_reason})", flush=True
+            )
 
     def _world_model_optim(self) -> OptimConfig:
         d = self.cfg.dreamer
@@ -47,6 +52,17 @@ class DreamerTrainer(Trainer):
     def _load_learner(self, state: dict[str, Any]) -> None:
         super()._load_learner(state)
         self.behaviour.load_state_dict(state["behaviour"])
+        if "as when this run started" in self.behaviour.compute_dtype_reason:
+            dtype = str(self.behaviour.compute_dtype).removeprefix("torch.")
+            print(f"behaviour update in {dtype}, as when this run started", flush=True)
+
+    def _machine_notes(self) -> dict[str, str]:
+        b = self.behaviour
+        dtype = str(b.compute_dtype).removeprefix("torch.")
+        return super()._machine_notes() | {
+            "behaviour_dtype": dtype,
+            "behaviour_dtype_reason": b.compute_dtype_reason,
+        }
 
     @property
     def train_noise(self) -> float:
