@@ -449,12 +449,13 @@ class DreamerConfig:
     float32), or all float32. The original trains in mixed float16 throughout
     (``dreamer.py``: ``precision = 16``, Keras ``mixed_float16``). bfloat16 made the ``cpu``
     preset's behaviour update 1.27× faster on an AMX Xeon (0.126 → 0.099 s, quiet, 2 threads;
-    a whole Dreamer update 0.252 → 0.225 s; session 23). Its one paired learning run (cheetah-run
-    seed 1, quiet, 2-core Zen 4; session 31) took 30.0 min against float32's 34.5 and scored
-    162.9 against 325.1, so both presets keep float32. Only where bf16 matmuls are fast: ``auto`` measures once per
-    machine (an actor-sized MLP's forward and backward, kept as the model's ``auto`` keeps its
-    ratio) and takes bfloat16 where it ran ≥ 1.3× faster; a run keeps the choice it started
-    with when it resumes; ``planet doctor`` says what ``auto`` picks here."""
+    a whole Dreamer update 0.252 → 0.225 s; session 23). Its one paired learning run
+    (cheetah-run seed 1, quiet, 2-core Zen 4; session 31) took 30.0 min against float32's 34.5
+    and scored 162.9 against 325.1, so both presets keep float32. Only where bf16 matmuls are
+    fast: ``auto`` measures once per machine (an actor-sized MLP's forward and backward, kept
+    as the model's ``auto`` keeps its ratio) and takes bfloat16 where it ran ≥ 1.3× faster; a
+    run keeps the choice it started with when it resumes; ``planet doctor`` says what ``auto``
+    picks here."""
 
 
 @dataclass(frozen=True)
