@@ -119,6 +119,20 @@ def test_gradients_reach_the_actor_through_the_dynamics_and_nothing_else() -> No
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.actor.parameters())
 
 
+def _crash_after_update_8(trainer: DreamerTrainer) -> None:
+    """Train until update 9 raises, as a power cut after the checkpoint of the test phase at 6."""
+    learn = trainer._learn
+
+    def crashing(batch, generator):
+        if trainer.counters.updates == 9:
+            raise RuntimeError("power cut")
+        return learn(batch, generator)
+
+    trainer._learn = crashing  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="power cut"):
+        trainer.train()
+
+
 def test_a_debug_run_trains_evaluates_and_resumes_exactly(tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     summary = DreamerTrainer(RUN, reference, progress=False).train()
@@ -137,16 +151,7 @@ def test_a_debug_run_trains_evaluates_and_resumes_exactly(tmp_path: Path) -> Non
     crashed = tmp_path / "crashed"
     trainer = DreamerTrainer(RUN, crashed, progress=False)
     assert trainer.optimizer.cfg.learning_rate == RUN.dreamer.model_lr  # Dreamer's, not optim's
-    learn = trainer._learn
-
-    def crashing(batch, generator):
-        if trainer.counters.updates == 9:  # after the checkpoint of the test phase at 6
-            raise RuntimeError("power cut")
-        return learn(batch, generator)
-
-    trainer._learn = crashing  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="power cut"):
-        trainer.train()
+    _crash_after_update_8(trainer)
     DreamerTrainer(RUN, crashed, resume=True, progress=False).train()
     assert_same_run(reference, crashed)
 
@@ -271,18 +276,7 @@ def test_auto_behaviour_dtype_keeps_its_first_choice_on_resume(
     machines = json.loads((reference / "machines.json").read_text())
     assert {m["behaviour_dtype"] for m in machines} == {"bfloat16"}
 
-    crashed = tmp_path / "crashed"
-    trainer = DreamerTrainer(cfg, crashed, progress=False)
-    learn = trainer._learn
-
-    def crashing(batch, generator):
-        if trainer.counters.updates == 9:  # after the checkpoint of the test phase at 6
-            raise RuntimeError("power cut")
-        return learn(batch, generator)
-
-    trainer._learn = crashing  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="power cut"):
-        trainer.train()
+    _crash_after_update_8(DreamerTrainer(cfg, crashed := tmp_path / "crashed", progress=False))
     precision.precision_file().unlink()
     monkeypatch.setattr(precision, "mlp_bf16_speedup", lambda *_: 1.0)  # now chooses float32
     resumed = DreamerTrainer(cfg, crashed, resume=True, progress=False)
