@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from model_helpers import one_thread  # noqa: F401 (a fixture)
-from run_helpers import assert_same_run
+from run_helpers import assert_same_run, metrics
 
 from planet_torch.agents.dreamer import Actor, DreamerAgent, DreamerLearner, lambda_return
 from planet_torch.agents.random import RandomAgent
@@ -288,9 +288,8 @@ def test_auto_behaviour_dtype_keeps_its_first_choice_on_resume(
     DreamerTrainer(
         override(RUN, dreamer={"compute_dtype": "float32"}), float32, progress=False
     ).train()
-    first = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
-    other = [json.loads(line) for line in (float32 / "metrics.jsonl").read_text().splitlines()]
-    loss = [[m["train/actor_loss"] for m in ms if "train/actor_loss" in m] for ms in (first, other)]
+    runs = (metrics(reference), metrics(float32))
+    loss = [[m["train/actor_loss"] for m in ms if "train/actor_loss" in m] for ms in runs]
     assert loss[0] and loss[0] != loss[1]
 
 

@@ -51,8 +51,9 @@ class DreamerTrainer(Trainer):
 
     def _load_learner(self, state: dict[str, Any]) -> None:
         super()._load_learner(state)
-        self.behaviour.load_state_dict(state["behaviour"])
-        if "as when this run started" in self.behaviour.compute_dtype_reason:
+        measured = self.behaviour.compute_dtype
+        self.behaviour.load_state_dict(state["behaviour"])  # auto: the dtype the run started in
+        if self.behaviour.compute_dtype != measured:
             dtype = str(self.behaviour.compute_dtype).removeprefix("torch.")
             print(f"behaviour update in {dtype}, as when this run started", flush=True)
 
