@@ -207,7 +207,7 @@ def test_auto_precision_survives_an_unwritable_cache(tmp_path, monkeypatch) -> N
 
 
 def test_bf16_speedup_times_both_dtypes() -> None:
-    from planet_torch.models.precision import bf16_speedup, conv_bf16_speedup
+    from planet_torch.models.precision import bf16_speedup, conv_bf16_speedup, mlp_bf16_speedup
 
     seen: list[torch.dtype] = []
     assert bf16_speedup(seen.append, repeats=2) > 0
@@ -215,4 +215,5 @@ def test_bf16_speedup_times_both_dtypes() -> None:
     before = torch.get_rng_state()
     with torch.inference_mode():  # as when a model first runs while acting (planet eval)
         assert conv_bf16_speedup(2, 8, frames=2) > 0  # a real measurement on tiny nets
+        assert mlp_bf16_speedup(4, 6, 8) > 0
     assert torch.equal(torch.get_rng_state(), before)  # the caller's random stream is untouched

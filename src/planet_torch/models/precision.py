@@ -175,24 +175,36 @@ def remembered_speedup(probe: str, measure: Callable[[], float]) -> tuple[float,
     return speedup, f"measured now, kept in {precision_file()}"
 
 
+def autocast_step_speedup(build: Callable[[], Callable[[], torch.Tensor]]) -> float:
+    """fp32 / bf16 time of one training step under CPU autocast: ``build()`` makes fresh
+    modules and inputs (under seed 0) and returns the loss function whose forward + backward
+    is timed in each dtype by :func:`bf16_speedup`."""
+    # A model often first runs while acting, under inference_mode or no_grad: the probe trains.
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
+        torch.manual_seed(0)  # fork_rng: the caller's random stream stays as it was
+        loss_of = build()
+
+        def step(dtype: torch.dtype) -> None:
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+                loss = loss_of()
+            loss.backward()
+
+        return bf16_speedup(step)
+
+
 def conv_bf16_speedup(cnn_depth: int, feature_size: int, frames: int = 32) -> float:
     """fp32 / bf16 time of one forward + backward of a fresh encoder and decoder of this size
     on ``frames`` images, under CPU autocast as :class:`WorldModel` runs them (≈ 0.5 s at
     depth 32). Not cached here: :func:`remembered_speedup` keeps it (a per-process cache had
     written a busy measurement into the kept file after the file was deleted)."""
-    # A model often first runs while acting, under inference_mode or no_grad: the probe trains.
-    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
-        torch.manual_seed(0)  # fork_rng: the caller's random stream stays as it was
+
+    def build() -> Callable[[], torch.Tensor]:
         encoder, decoder = FastEncoder(cnn_depth), FastDecoder(feature_size, cnn_depth)
         image = torch.rand(frames, 3, 64, 64) - 0.5
         features = torch.randn(frames, feature_size)
+        return lambda: encoder(image).float().sum() + decoder(features).float().square().sum()
 
-        def step(dtype: torch.dtype) -> None:
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-                loss = encoder(image).float().sum() + decoder(features).float().square().sum()
-            loss.backward()
-
-        return bf16_speedup(step)
+    return autocast_step_speedup(build)
 
 
 def conv_probe(cnn_depth: int, feature_size: int) -> str:
@@ -217,8 +229,8 @@ def mlp_bf16_speedup(rows: int, inputs: int, units: int) -> float:
     """fp32 / bf16 time of one forward + backward of a fresh two-layer ELU MLP (``inputs`` →
     ``units`` → ``units``) on ``rows`` inputs under CPU autocast, as the behaviour update runs
     its actor, value and imagined steps."""
-    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng():
-        torch.manual_seed(0)
+
+    def build() -> Callable[[], torch.Tensor]:
         mlp = torch.nn.Sequential(
             torch.nn.Linear(inputs, units),
             torch.nn.ELU(),
@@ -226,13 +238,9 @@ def mlp_bf16_speedup(rows: int, inputs: int, units: int) -> float:
             torch.nn.ELU(),
         )
         x = torch.randn(rows, inputs)
+        return lambda: mlp(x).float().sum()
 
-        def step(dtype: torch.dtype) -> None:
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-                loss = mlp(x).float().sum()
-            loss.backward()
-
-        return bf16_speedup(step)
+    return autocast_step_speedup(build)
 
 
 def choose_behaviour_dtype(
