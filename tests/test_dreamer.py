@@ -276,7 +276,8 @@ def test_auto_behaviour_dtype_keeps_its_first_choice_on_resume(
     machines = json.loads((reference / "machines.json").read_text())
     assert {m["behaviour_dtype"] for m in machines} == {"bfloat16"}
 
-    _crash_after_update_8(DreamerTrainer(cfg, crashed := tmp_path / "crashed", progress=False))
+    crashed = tmp_path / "crashed"
+    _crash_after_update_8(DreamerTrainer(cfg, crashed, progress=False))
     precision.precision_file().unlink()
     monkeypatch.setattr(precision, "mlp_bf16_speedup", lambda *_: 1.0)  # now chooses float32
     resumed = DreamerTrainer(cfg, crashed, resume=True, progress=False)
