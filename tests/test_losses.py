@@ -39,6 +39,37 @@ def test_free_nats_clamp_each_time_and_batch_element() -> None:
     assert expected != pytest.approx(max(0.0, float(kl.mean()) - free))  # not the clamped mean
 
 
+def test_free_nats_over_the_batch_clamp_the_mean_once() -> None:
+    """``loss.free_nats_over = "batch"`` (Dreamer's): max(0, mean KL - free nats); below the
+    threshold the KL term sends no gradient at all, above it every element's KL is pushed down.
+    Overshooting at distance 1 equals that term, and an unknown mode is a user error."""
+    batch = blob_batch()
+    model = make()
+    kl = _manual_kl(model, batch, seed=3).detach()
+    above = 0.5 * float(kl.mean() + kl.max())  # above the mean, below the largest element
+    for free in (float(kl.median()), above, 0.5 * float(kl.mean())):
+        model.cfg = tiny(loss={"free_nats": free, "free_nats_over": "batch"})
+        _, terms = model.loss(batch, gen(3))
+        expected = max(0.0, float(kl.mean()) - free)
+        assert terms["kl_loss"] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    # Above the mean: no gradient from the KL term; per element, some elements still pull.
+    for over, has_gradient in (("batch", False), ("element", True)):
+        model.zero_grad()
+        model.cfg = tiny(loss={"free_nats": above, "free_nats_over": over})
+        _, tensors = model.loss_terms(batch, gen(3))
+        tensors["kl_loss"].backward()
+        grads = [p.grad for p in model.rssm.parameters() if p.grad is not None]
+        assert any(bool(g.abs().sum() > 0) for g in grads) == has_gradient, over
+    one = {"overshooting_distance": 1, "overshooting_first_distance": 1}
+    cfg = tiny(
+        loss={**one, "overshooting_kl_scale": 1.0, "free_nats": 0.2, "free_nats_over": "batch"}
+    )
+    _, terms = make(cfg).loss(batch, gen(2))
+    assert terms["overshooting_kl"] == pytest.approx(terms["kl_loss"], rel=1e-5)
+    with pytest.raises(UserError, match="free-nats-over"):
+        tiny(loss={"free_nats_over": "time"}).validate()
+
+
 def test_loss_values_are_the_originals() -> None:
     """image: Σ_pixels -log N(x; μ, 1); reward ×10; free nats; all means over (t, b)."""
     batch = blob_batch()

@@ -241,6 +241,11 @@ class LossConfig:
     """Weight of KL(posterior ‖ prior) (original ``divergence_scale``: 1; deterministic ablation 0)."""
     free_nats: float = 3.0
     """KL below this many nats per (batch, time) element is not penalised (original: 3)."""
+    free_nats_over: Literal["element", "batch"] = "element"
+    """Where free nats clamp the KL: ``element``, each (time, batch) element's KL, then the mean
+    (PlaNet's original); ``batch``, the mean KL of the batch, clamped once (Dreamer's original,
+    ``tf.maximum(mean KL, free_nats)``): no element's KL is pushed down while the batch's mean
+    stays under ``free_nats``, and every element's is once it is above."""
     overshooting_distance: int = 0
     """Latent overshooting up to this many steps ahead; 0 = off (original: off)."""
     overshooting_first_distance: int = 2
@@ -568,6 +573,10 @@ class Config:
             ),
             (self.model.min_stddev >= 0, "model.min-stddev must be >= 0"),
             (self.loss.free_nats >= 0, "loss.free-nats must be >= 0"),
+            (
+                self.loss.free_nats_over in ("element", "batch"),
+                "loss.free-nats-over must be element or batch",
+            ),
             (self.loss.overshooting_distance >= 0, "loss.overshooting-distance must be >= 0"),
             (
                 self.loss.overshooting_distance == 0

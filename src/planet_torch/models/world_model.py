@@ -15,6 +15,7 @@ docs/original.md, "Losses" (all terms are means over (t, b)):
     image   -log N(o_t; dec(f_t), 1) summed over the 64·64·3 values          × image_scale  (1)
     reward  -log N(r_t; rew(f_t), 1)                                       × reward_scale (10)
     kl      max(0, KL(q_t ‖ p_t) - free_nats), KL summed over latent dims  × kl_scale     (1)
+            (free_nats_over = "batch": max(0, mean_{t,b} KL - free_nats), Dreamer's clamp)
     overshooting (off in the paper): the same clamped KL between the posterior q_t (no
             gradient) and the prior rolled open loop d = first..D steps from the posterior at
             t-d (from the zero state for t < d; first = 2 as the original at HEAD), mean over
@@ -101,6 +102,15 @@ class _HalfSquaredError(torch.autograd.Function):
 def _unit_normal_nll(target: Tensor, mean: Tensor) -> Tensor:
     """-log N(target; mean, 1), elementwise, float32."""
     return 0.5 * (target.float() - mean.float()).square() + _HALF_LOG_2PI
+
+
+def free_nats_mean(kl: Tensor, free_nats: float, over: str = "element") -> Tensor:
+    """The KL term's value from per-element KLs ``kl`` [T, B]: ``mean(max(0, kl - free_nats))``
+    (``over="element"``, PlaNet's) or ``max(0, mean(kl) - free_nats)`` (``"batch"``, Dreamer's).
+    """
+    if over == "batch":
+        return (kl.mean() - free_nats).clamp(min=0.0)
+    return (kl - free_nats).clamp(min=0.0).mean()
 
 
 def retain_freed_memory() -> bool:
@@ -367,7 +377,7 @@ class WorldModel(nn.Module):
         image_nll = half_sse / (T * B) + _PIXELS * _HALF_LOG_2PI
         reward_nll = _unit_normal_nll(reward, self.reward_head(features)).mean()
         kl = self.rssm.kl(posterior, prior)  # [T, B]
-        kl_loss = (kl - lc.free_nats).clamp(min=0.0).mean()
+        kl_loss = free_nats_mean(kl, lc.free_nats, lc.free_nats_over)
         # The objective: named losses and their scales, summed once below.
         losses: dict[str, Tensor] = {
             "image_nll": image_nll,
@@ -452,12 +462,18 @@ class WorldModel(nn.Module):
             if k + 1 < first:  # distance k + 1 is only a step towards the longer ones
                 continue
             kl = self.rssm.kl(State(*(x[k:] for x in target)), prior)  # [n, B]
-            kl_sum = kl_sum + (kl - lc.free_nats).clamp(min=0.0).sum()
+            if lc.free_nats_over == "batch":  # clamped once below, on the mean over (d, t, b)
+                kl_sum = kl_sum + kl.sum()
+            else:
+                kl_sum = kl_sum + (kl - lc.free_nats).clamp(min=0.0).sum()
             if reward_sum is not None:
                 predicted = self.reward_head(self.rssm.features(prior))
                 reward_sum = reward_sum + _unit_normal_nll(reward[k:], predicted).sum()
             count += n * B
-        return kl_sum / count, None if reward_sum is None else reward_sum / count
+        kl_mean = kl_sum / count
+        if lc.free_nats_over == "batch":
+            kl_mean = (kl_mean - lc.free_nats).clamp(min=0.0)
+        return kl_mean, None if reward_sum is None else reward_sum / count
 
     # -- evaluation --------------------------------------------------------------------------
 
