@@ -119,6 +119,37 @@ def test_gradients_reach_the_actor_through_the_dynamics_and_nothing_else() -> No
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in learner.actor.parameters())
 
 
+def test_the_value_target_is_detached() -> None:
+    """The value regresses onto the λ-returns as constants: its loss adds no gradient to the
+    actor (whose gradient is the one its own loss left) nor to the world model, only to the
+    value. Without the detach, the value loss would backpropagate through the returns into the
+    imagined trajectory and the actor that chose it."""
+    torch.manual_seed(0)
+    cfg = override(RUN, dreamer=SMALL)
+    model = WorldModel(cfg, action_size=1)
+    learner = DreamerLearner(model, cfg.dreamer)
+    posterior = model.rssm.observe(
+        torch.randn(5, 3, model.encoder.embed_size), torch.randn(5, 3, 1)
+    )[0]
+    seen: dict[str, list[torch.Tensor]] = {}
+
+    def keep(name: str, module: torch.nn.Module):
+        def hook(*_: object) -> None:
+            seen[name] = [p.grad.clone() for p in module.parameters() if p.grad is not None]
+
+        return hook
+
+    learner.actor_optimizer.register_step_pre_hook(keep("actor after actor loss", learner.actor))
+    learner.value_optimizer.register_step_pre_hook(keep("actor after value loss", learner.actor))
+    learner.value_optimizer.register_step_pre_hook(keep("value", learner.value))
+    learner.update(posterior, torch.Generator().manual_seed(2))
+    after_actor, after_value = seen["actor after actor loss"], seen["actor after value loss"]
+    assert len(after_actor) == len(list(learner.actor.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(after_actor, after_value, strict=True))
+    assert all(p.grad is None for p in model.parameters())
+    assert any(bool(g.abs().sum() > 0) for g in seen["value"])
+
+
 def _crash_after_update_8(trainer: DreamerTrainer) -> None:
     """Train until update 9 raises, as a power cut after the checkpoint of the test phase at 6."""
     learn = trainer._learn
