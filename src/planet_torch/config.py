@@ -240,7 +240,8 @@ class LossConfig:
     kl_scale: float = 1.0
     """Weight of KL(posterior ‖ prior) (original ``divergence_scale``: 1; deterministic ablation 0)."""
     free_nats: float = 3.0
-    """KL below this many nats per (batch, time) element is not penalised (original: 3)."""
+    """KL below this many nats per (batch, time) element is not penalised (original: 3; where
+    the clamp applies: ``free_nats_over``)."""
     free_nats_over: Literal["element", "batch"] = "element"
     """Where free nats clamp the KL: ``element``, each (time, batch) element's KL, then the mean
     (PlaNet's original); ``batch``, the mean KL of the batch, clamped once (Dreamer's original,
