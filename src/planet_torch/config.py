@@ -758,7 +758,7 @@ CPU = override(
     # walker-walk 415 (341, 277; sessions 25, 28). The only paired comparisons are cartpole's,
     # both higher with the term (BENCHMARKS.md, sessions 19-22). Over more seeds (sessions
     # 28-34, docs/results/): cartpole 351 ± 92 (3), cheetah 308 ± 38 (3), finger 384 ± 204 (3),
-    # walker 434 ± 28 (2), cup 311 ± 319 (3), reacher 94 ± 70 (3) — cup and reacher exploit the
+    # walker 423 ± 28 (3), cup 311 ± 319 (3), reacher 94 ± 70 (3) — cup and reacher exploit the
     # small world model.
     dreamer={"units": 200, "entropy_scale": 0.1},
     schedule={
