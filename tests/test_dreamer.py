@@ -18,6 +18,7 @@ from planet_torch.config import DEBUG, DreamerConfig, override
 from planet_torch.envs import Env, make_env
 from planet_torch.errors import UserError
 from planet_torch.models import WorldModel
+from planet_torch.models.latent import State
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import run_episode
 from planet_torch.training.dreamer_loop import DreamerTrainer
@@ -85,9 +86,8 @@ def test_actor_is_a_tanh_gaussian_with_the_original_init() -> None:
     assert stuck["actor_tanh_slope"].item() < 1e-3
 
 
-def test_gradients_reach_the_actor_through_the_dynamics_and_nothing_else() -> None:
-    """The actor loss trains the actor only (not the world model, not the value); the value
-    loss trains the value only, against detached targets."""
+def _small_learner() -> tuple[WorldModel, DreamerLearner, State]:
+    """A small world model, its Dreamer learner and posterior states [5, 3, ...] to imagine from."""
     torch.manual_seed(0)
     cfg = override(RUN, dreamer=SMALL)
     model = WorldModel(cfg, action_size=1)
@@ -95,6 +95,13 @@ def test_gradients_reach_the_actor_through_the_dynamics_and_nothing_else() -> No
     posterior = model.rssm.observe(
         torch.randn(5, 3, model.encoder.embed_size), torch.randn(5, 3, 1)
     )[0]
+    return model, learner, posterior
+
+
+def test_gradients_reach_the_actor_through_the_dynamics_and_nothing_else() -> None:
+    """The actor loss trains the actor only (not the world model, not the value); the value
+    loss trains the value only, against detached targets."""
+    model, learner, posterior = _small_learner()
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     actor_before = [p.detach().clone() for p in learner.actor.parameters()]
     value_before = [p.detach().clone() for p in learner.value.parameters()]
@@ -124,13 +131,7 @@ def test_the_value_target_is_detached() -> None:
     actor (whose gradient is the one its own loss left) nor to the world model, only to the
     value. Without the detach, the value loss would backpropagate through the returns into the
     imagined trajectory and the actor that chose it."""
-    torch.manual_seed(0)
-    cfg = override(RUN, dreamer=SMALL)
-    model = WorldModel(cfg, action_size=1)
-    learner = DreamerLearner(model, cfg.dreamer)
-    posterior = model.rssm.observe(
-        torch.randn(5, 3, model.encoder.embed_size), torch.randn(5, 3, 1)
-    )[0]
+    model, learner, posterior = _small_learner()
     seen: dict[str, list[torch.Tensor]] = {}
 
     def keep(name: str, module: torch.nn.Module):
