@@ -449,7 +449,7 @@ class WorldModel(nn.Module):
             *(torch.cat([z[None], p[:-1]]) for z, p in zip(init, posterior, strict=True))
         )  # [T, B, ...]
         target = posterior.detach()
-        kl_sum = action.new_zeros(())
+        kls: list[Tensor] = []  # per-element KLs [n·B] of every valid distance
         reward_sum = action.new_zeros(()) if lc.overshooting_reward_scale > 0 else None
         count = 0
         for k in range(min(distance, T)):
@@ -462,18 +462,13 @@ class WorldModel(nn.Module):
             if k + 1 < first:  # distance k + 1 is only a step towards the longer ones
                 continue
             kl = self.rssm.kl(State(*(x[k:] for x in target)), prior)  # [n, B]
-            if lc.free_nats_over == "batch":  # clamped once below, on the mean over (d, t, b)
-                kl_sum = kl_sum + kl.sum()
-            else:
-                kl_sum = kl_sum + (kl - lc.free_nats).clamp(min=0.0).sum()
+            kls.append(kl.flatten())
             if reward_sum is not None:
                 predicted = self.reward_head(self.rssm.features(prior))
                 reward_sum = reward_sum + _unit_normal_nll(reward[k:], predicted).sum()
             count += n * B
-        kl_mean = kl_sum / count
-        if lc.free_nats_over == "batch":
-            kl_mean = (kl_mean - lc.free_nats).clamp(min=0.0)
-        return kl_mean, None if reward_sum is None else reward_sum / count
+        kl_loss = free_nats_mean(torch.cat(kls), lc.free_nats, lc.free_nats_over)  # over (d, t, b)
+        return kl_loss, None if reward_sum is None else reward_sum / count
 
     # -- evaluation --------------------------------------------------------------------------
 
