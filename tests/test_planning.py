@@ -62,11 +62,26 @@ def test_objective_kernel_choice() -> None:
     model = _model(SMALL)
     have = onednn_linear_available(model.device)
     fp32, bf16 = (LatentObjective(model, dtype) for dtype in (torch.float32, torch.bfloat16))
-    assert fp32.uses_onednn(ONEDNN_MIN_ROWS_FP32) == bf16.uses_onednn(100) == have
+    assert fp32.uses_onednn(ONEDNN_MIN_ROWS_FP32) == have
+    assert bf16.uses_onednn(100) == onednn_linear_available(model.device, torch.bfloat16)
     assert not fp32.uses_onednn(ONEDNN_MIN_ROWS_FP32 - 1)
     assert LatentObjective(model, kernel="addmm").uses_onednn(10_000) is False
     if have:
         assert LatentObjective(model, kernel="onednn").uses_onednn(1) is True
+
+
+def test_bfloat16_planning_without_onednn_bf16_uses_addmm(monkeypatch) -> None:
+    """On a CPU oneDNN builds no bf16 kernels for (AVX2 only: its bf16 linear fails to build),
+    bf16 planning runs through addmm, and asking for oneDNN there is a clear error."""
+    from planet_torch.models import imagination
+
+    monkeypatch.setattr(imagination, "onednn_has_bf16", lambda: False)
+    model = _model(SMALL)
+    assert not LatentObjective(model, torch.bfloat16).uses_onednn(10_000)
+    with pytest.raises(ValueError, match=r"no torch\.bfloat16 linear on this machine"):
+        LatentObjective(model, torch.bfloat16, kernel="onednn")
+    if onednn_linear_available(model.device):  # float32 keeps oneDNN from its row threshold
+        assert LatentObjective(model, torch.float32).uses_onednn(10_000)
 
 
 def test_mean_imagination_follows_the_prior_means() -> None:
@@ -126,8 +141,8 @@ def test_fast_objective_follows_weight_updates_after_refresh() -> None:
 @pytest.mark.parametrize("kernel", ["addmm", "onednn"])
 def test_bfloat16_planning_ranks_candidates_like_float32(kernel: Kernel) -> None:
     model = _model(override(PAPER, model={"cnn_depth": 4}), action_size=6)
-    if kernel == "onednn" and not onednn_linear_available(model.device):
-        pytest.skip("torch without oneDNN's fused linear here")
+    if kernel == "onednn" and not onednn_linear_available(model.device, torch.bfloat16):
+        pytest.skip("no oneDNN bf16 linear on this machine (torch without it, or an AVX2 CPU)")
     state = _random_state(model, 500)
     actions = torch.rand(12, 500, 6, generator=torch.Generator().manual_seed(2)) * 2 - 1
     fp32, bf16 = (

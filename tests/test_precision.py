@@ -82,6 +82,32 @@ def test_auto_compute_dtype_measures_once_on_first_use(monkeypatch: pytest.Monke
         assert explicit.resolve_compute_dtype() == getattr(torch, dtype) and len(calls) == 1
 
 
+def test_explicit_bf16_on_a_cpu_without_bf16_kernels_says_it_is_slow(monkeypatch) -> None:
+    """An explicit dtype always wins, but on an AVX2-only CPU (oneDNN builds no bf16 kernels,
+    torch emulates them: 20× slower planning measured) the reason printed and kept in the run
+    says so, for the model, the planner and Dreamer's behaviour update alike."""
+    from planet_torch.agents.dreamer import resolve_behaviour_dtype
+    from planet_torch.models import precision
+    from planet_torch.models.imagination import resolve_plan_dtype
+
+    cpu = torch.device("cpu")
+    for has_bf16 in (True, False):
+        monkeypatch.setattr(precision, "onednn_has_bf16", lambda: has_bf16)  # noqa: B023
+        model = make(tiny(model={"compute_dtype": "bfloat16"}))
+        assert model.resolve_compute_dtype() == torch.bfloat16
+        behaviour = override(DEBUG, dreamer={"compute_dtype": "bfloat16"}).dreamer
+        for reason in (
+            precision.configured_reason(torch.bfloat16, cpu),
+            model.compute_dtype_reason,
+            resolve_plan_dtype("bfloat16", model, 64)[1],
+            resolve_behaviour_dtype(behaviour, model)[1],
+        ):
+            assert "as configured" in reason
+            assert ("slow on this CPU" in reason) == (not has_bf16), reason
+        for quiet in ((torch.float32, cpu), (torch.bfloat16, torch.device("cuda"))):
+            assert precision.configured_reason(*quiet) == "as configured"
+
+
 def test_auto_precision_is_measured_once_per_machine_across_processes(tmp_path) -> None:
     """Two processes on this machine: the first measures and keeps the ratio, the second reads it
     (same ratio, same choice); another thread count is another machine setting, measured anew."""

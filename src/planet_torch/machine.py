@@ -51,6 +51,17 @@ def cpu_has_amx() -> bool:
     return "amx_bf16" in _cpuinfo().get("flags", "").split()
 
 
+@functools.cache
+def onednn_has_bf16() -> bool:
+    """Whether oneDNN builds bfloat16 kernels on this CPU (it needs avx512bw/vl/dq or
+    avx_ne_convert). Without them its bf16 primitives fail to build ("could not create a
+    primitive descriptor", seen on an AVX2-only Zen 1 EPYC), while torch's own bf16 ops still
+    run, slowly, through scalar fallbacks."""
+    return torch.backends.mkldnn.is_available() and bool(
+        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    )
+
+
 def machine_label(info: dict[str, Any]) -> str:
     """One short line: ``AMD EPYC, 2 CPUs, avx512_bf16`` (the flag that decides bf16 speed)."""
     cpus = info.get("affinity_cpus") or info.get("logical_cpus")

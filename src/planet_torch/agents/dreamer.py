@@ -33,7 +33,7 @@ from planet_torch.config import DreamerConfig
 from planet_torch.models import State, WorldModel
 from planet_torch.models.encoder import glorot_
 from planet_torch.models.optim import FusedAdam
-from planet_torch.models.precision import choose_behaviour_dtype
+from planet_torch.models.precision import choose_behaviour_dtype, configured_reason
 
 
 def _elu_mlp(in_size: int, out_size: int, layers: int, units: int) -> nn.Sequential:
@@ -169,7 +169,8 @@ def resolve_behaviour_dtype(cfg: DreamerConfig, model: WorldModel) -> tuple[torc
     bfloat16 on a CPU where an actor-sized MLP measured ≥ 1.3× faster in it, once per machine
     (:func:`~planet_torch.models.precision.choose_behaviour_dtype`), else float32."""
     if cfg.compute_dtype != "auto":
-        return getattr(torch, cfg.compute_dtype), f"{cfg.compute_dtype}, as configured"
+        dtype = getattr(torch, cfg.compute_dtype)
+        return dtype, f"{cfg.compute_dtype}, {configured_reason(dtype, model.device)}"
     data = model.cfg.data
     return choose_behaviour_dtype(
         model.device, data.batch_size * data.chunk_length, model.feature_size, cfg.units

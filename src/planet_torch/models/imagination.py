@@ -30,10 +30,12 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from planet_torch.machine import onednn_has_bf16
 from planet_torch.models import State, WorldModel
 from planet_torch.models.precision import (
     AUTO_PLAN_MIN_SPEEDUP,
     bf16_speedup,
+    configured_reason,
     remembered_speedup,
 )
 from planet_torch.models.rssm import RSSM, GRUBlockCell
@@ -87,7 +89,8 @@ def resolve_plan_dtype(
     (:func:`plan_dtype_choice`), else float32 (always float32 on CUDA, where planning is
     latency-bound, not FLOP-bound)."""
     if choice != "auto":
-        return getattr(torch, choice), f"{choice}, as configured"
+        dtype = getattr(torch, choice)
+        return dtype, f"{choice}, {configured_reason(dtype, model.device)}"
     if model.device.type != "cpu":
         return torch.float32, "auto: float32 off the CPU (not measured there)"
     if not supports_fast_objective(model):
@@ -105,13 +108,15 @@ def choose_dtype(choice: PlanDtype, model: WorldModel, candidates: int) -> torch
 Activation = Literal["none", "relu", "sigmoid", "tanh"]
 
 
-def onednn_linear_available(device: torch.device) -> bool:
+def onednn_linear_available(device: torch.device, dtype: torch.dtype = torch.float32) -> bool:
     """Whether :func:`fused_linear` can call oneDNN's matmul with its bias and activation fused
-    (an x86/ARM CPU build of torch with mkldnn; on CUDA the objective is captured in a graph)."""
+    in ``dtype`` (an x86/ARM CPU build of torch with mkldnn, and for bfloat16 a CPU oneDNN
+    builds bf16 kernels on; on CUDA the objective is captured in a graph)."""
     return (
         device.type == "cpu"
         and torch.backends.mkldnn.is_available()
         and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+        and (dtype != torch.bfloat16 or onednn_has_bf16())
     )
 
 
@@ -166,8 +171,10 @@ class LatentObjective:
         self.model = model
         self.dtype = dtype
         self.kernel = kernel
+        if kernel == "onednn" and not onednn_linear_available(model.device, dtype):
+            raise ValueError(f"oneDNN has no {dtype} linear on this machine: use kernel='addmm'")
         self.onednn = kernel == "onednn" or (
-            kernel == "auto" and onednn_linear_available(model.device)
+            kernel == "auto" and onednn_linear_available(model.device, dtype)
         )
         self._buffers: dict[str, Tensor] = {}
         self.refresh()

@@ -25,7 +25,13 @@ import torch
 
 from planet_torch.errors import UserError
 from planet_torch.fileio import atomic_write_text
-from planet_torch.machine import cpu_sample, machine_info, others_cpus, usable_cpus
+from planet_torch.machine import (
+    cpu_sample,
+    machine_info,
+    onednn_has_bf16,
+    others_cpus,
+    usable_cpus,
+)
 from planet_torch.models.fast import FastDecoder, FastEncoder
 
 AUTO_MIN_SPEEDUP = 1.2
@@ -46,6 +52,16 @@ FAR_SLOWER = 0.5
 thresholds above (its bf16 time would have to fall 2.4-2.6× below its own best). CPUs without
 bf16 instructions emulate it at 0.01-0.1× fp32's speed (Zen 3: 0.09×), where the five rounds
 took 15 s of a 1-thread process, mostly bf16 steps; one round says the same."""
+
+
+def configured_reason(dtype: torch.dtype, device: torch.device) -> str:
+    """Why an explicitly configured dtype is used, in words; it always wins over ``auto``, but
+    bfloat16 on a CPU oneDNN builds no bf16 kernels for (AVX2 only) says what it costs: there
+    torch runs it through scalar fallbacks (a paper-size planning objective took 6.1 s in bf16
+    against 0.30 s in float32 on a Zen 1 EPYC, BENCHMARKS.md)."""
+    if dtype == torch.bfloat16 and device.type == "cpu" and not onednn_has_bf16():
+        return "as configured; slow on this CPU, which has no bf16 kernels: float32 is faster"
+    return "as configured"
 
 
 def bf16_speedup(step: Callable[[torch.dtype], object], repeats: int = 5) -> float:

@@ -45,7 +45,7 @@ from planet_torch.models.heads import RewardHead, StateProbe
 from planet_torch.models.latent import LatentModel, State, kl_standard_normal
 from planet_torch.models.legacy import Rearrange, upgrade_model_state, upgrade_optimizer_state
 from planet_torch.models.optim import FusedAdam
-from planet_torch.models.precision import choose_model_dtype
+from planet_torch.models.precision import choose_model_dtype, configured_reason
 from planet_torch.models.preprocess import postprocess, preprocess
 from planet_torch.models.rssm import RSSM
 from planet_torch.models.ssm import SSM
@@ -248,6 +248,8 @@ class WorldModel(nn.Module):
             self.compute_dtype, self.compute_dtype_reason = choose_model_dtype(
                 self.device, m.cnn_depth, self.feature_size
             )
+        elif self.compute_dtype_reason == "as configured":  # once on its device: slow there?
+            self.compute_dtype_reason = configured_reason(self.compute_dtype, self.device)
         return self.compute_dtype
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
