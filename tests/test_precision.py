@@ -82,13 +82,18 @@ def test_auto_compute_dtype_measures_once_on_first_use(monkeypatch: pytest.Monke
         assert explicit.resolve_compute_dtype() == getattr(torch, dtype) and len(calls) == 1
 
 
-def test_explicit_bf16_on_a_cpu_without_bf16_kernels_says_it_is_slow(monkeypatch) -> None:
+def test_explicit_bf16_on_a_cpu_without_bf16_kernels_says_it_is_slow(
+    monkeypatch, tmp_path, capsys
+) -> None:
     """An explicit dtype always wins, but on an AVX2-only CPU (oneDNN builds no bf16 kernels,
     torch emulates them: 20× slower planning measured) the reason printed and kept in the run
     says so, for the model, the planner and Dreamer's behaviour update alike."""
+    import json
+
     from planet_torch.agents.dreamer import resolve_behaviour_dtype
     from planet_torch.models import precision
     from planet_torch.models.imagination import resolve_plan_dtype
+    from planet_torch.training.loop import Trainer
 
     cpu = torch.device("cpu")
     for has_bf16 in (True, False):
@@ -106,6 +111,23 @@ def test_explicit_bf16_on_a_cpu_without_bf16_kernels_says_it_is_slow(monkeypatch
             assert ("slow on this CPU" in reason) == (not has_bf16), reason
         for quiet in ((torch.float32, cpu), (torch.bfloat16, torch.device("cuda"))):
             assert precision.configured_reason(*quiet) == "as configured"
+    # a run says it where the user reads it, and keeps it with the run's machine
+    monkeypatch.setattr(precision, "onednn_has_bf16", lambda: False)
+    cfg = override(
+        DEBUG,
+        task="cartpole-balance",
+        model={"compute_dtype": "bfloat16"},
+        planner={"compute_dtype": "bfloat16"},
+        schedule={"total_updates": 1, "final_eval_episodes": 0},
+    )
+    Trainer(cfg, tmp_path / "run", progress=False).train()
+    out = capsys.readouterr().out
+    for part in ("encoder/decoder", "planning"):
+        assert f"{part} in bfloat16 (" in out and "slow on this CPU" in out.split(part)[1]
+    machine = json.loads((tmp_path / "run" / "machines.json").read_text())[0]
+    assert all(
+        precision.SLOW_BF16 in machine[k] for k in ("compute_dtype_reason", "planner_dtype_reason")
+    )
 
 
 def test_auto_precision_is_measured_once_per_machine_across_processes(tmp_path) -> None:

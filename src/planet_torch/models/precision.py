@@ -60,8 +60,12 @@ def configured_reason(dtype: torch.dtype, device: torch.device) -> str:
     torch runs it through scalar fallbacks (a paper-size planning objective took 6.1 s in bf16
     against 0.30 s in float32 on a Zen 1 EPYC, BENCHMARKS.md)."""
     if dtype == torch.bfloat16 and device.type == "cpu" and not onednn_has_bf16():
-        return "as configured; slow on this CPU, which has no bf16 kernels: float32 is faster"
+        return f"as configured; {SLOW_BF16}"
     return "as configured"
+
+
+SLOW_BF16 = "slow on this CPU, which has no bf16 kernels: float32 is faster"
+"""What an explicitly configured bf16 dtype's reason says where it is emulated; runs print it."""
 
 
 def bf16_speedup(step: Callable[[torch.dtype], object], repeats: int = 5) -> float:

@@ -17,6 +17,7 @@ import torch
 from planet_torch.agents.base import FilteringAgent
 from planet_torch.agents.dreamer import DreamerAgent, DreamerLearner
 from planet_torch.config import OptimConfig
+from planet_torch.models.precision import SLOW_BF16
 from planet_torch.training.loop import Trainer
 
 
@@ -31,11 +32,10 @@ class DreamerTrainer(Trainer):
     def _build(self) -> None:
         super()._build()
         self.behaviour = DreamerLearner(self.model, self.cfg.dreamer)
-        if self.cfg.dreamer.compute_dtype == "auto":  # say what the measurement chose
+        reason = self.behaviour.compute_dtype_reason  # what auto chose, or a slow explicit bf16
+        if self.cfg.dreamer.compute_dtype == "auto" or SLOW_BF16 in reason:
             dtype = str(self.behaviour.compute_dtype).removeprefix("torch.")
-            print(
-                f"behaviour update in {dtype} ({self.behaviour.compute_dtype_reason})", flush=True
-            )
+            print(f"behaviour update in {dtype} ({reason})", flush=True)
 
     def _world_model_optim(self) -> OptimConfig:
         d = self.cfg.dreamer

@@ -35,6 +35,7 @@ from planet_torch.errors import UserError
 from planet_torch.models import WorldModel, WorldModelTrainer, retain_freed_memory
 from planet_torch.models.imagination import resolve_plan_dtype
 from planet_torch.models.legacy import upgrade_model_state
+from planet_torch.models.precision import SLOW_BF16
 from planet_torch.replay import ChunkSampler, batch_to_torch
 from planet_torch.training.base import BaseTrainer, counter_generator, counter_rng
 from planet_torch.training.video import write_video
@@ -66,19 +67,23 @@ class Trainer(BaseTrainer):
         retain_freed_memory()  # no page faults on every update's fresh activations (≈1.2-1.4×)
         self.model = WorldModel(self.cfg, self.env.action_size, self.env.state_size).to(self.device)
         self.optimizer = WorldModelTrainer(self.model, self._world_model_optim())
-        if self.cfg.model.compute_dtype == "auto":  # say what the measurement chose
-            dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
-            print(f"encoder/decoder in {dtype} ({self.model.compute_dtype_reason})", flush=True)
-        if (plan := self._auto_plan_dtype()) is not None:
+        dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
+        reason = self.model.compute_dtype_reason  # what auto chose, or a slow explicit bf16
+        if self.cfg.model.compute_dtype == "auto" or SLOW_BF16 in reason:
+            print(f"encoder/decoder in {dtype} ({reason})", flush=True)
+        if (plan := self._said_plan_dtype()) is not None:
             print(f"planning in {plan[0]} ({plan[1]})", flush=True)
 
-    def _auto_plan_dtype(self) -> tuple[str, str] | None:
-        """(dtype, why) that ``planner.compute_dtype auto`` chose for this run; None where the
-        planner's dtype is set explicitly or the algorithm does not plan."""
+    def _said_plan_dtype(self) -> tuple[str, str] | None:
+        """(dtype, why) of the planner, where a run says it: chosen by ``planner.compute_dtype
+        auto``, or an explicit bfloat16 on a CPU where it is emulated (slow); None otherwise and
+        where the algorithm does not plan."""
         planner = self.cfg.planner
-        if self.cfg.algo != "planet" or planner.compute_dtype != "auto":
+        if self.cfg.algo != "planet":
             return None
-        dtype, reason = resolve_plan_dtype("auto", self.model, planner.candidates)
+        dtype, reason = resolve_plan_dtype(planner.compute_dtype, self.model, planner.candidates)
+        if planner.compute_dtype != "auto" and SLOW_BF16 not in reason:
+            return None
         return str(dtype).removeprefix("torch."), reason
 
     def _world_model_optim(self) -> OptimConfig:
@@ -107,7 +112,7 @@ class Trainer(BaseTrainer):
     def _machine_notes(self) -> dict[str, str]:
         dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
         notes = {"compute_dtype": dtype, "compute_dtype_reason": self.model.compute_dtype_reason}
-        if (plan := self._auto_plan_dtype()) is not None:
+        if (plan := self._said_plan_dtype()) is not None:
             notes["planner_dtype"], notes["planner_dtype_reason"] = plan
         return notes
 
