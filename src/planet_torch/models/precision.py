@@ -65,7 +65,13 @@ def configured_reason(dtype: torch.dtype, device: torch.device) -> str:
 
 
 SLOW_BF16 = "slow on this CPU, which has no bf16 kernels: float32 is faster"
-"""What an explicitly configured bf16 dtype's reason says where it is emulated; runs print it."""
+"""What an explicitly configured bf16 dtype's reason says where it is emulated."""
+
+
+def worth_saying(choice: str, reason: str) -> bool:
+    """Whether a run prints its dtype line: what ``auto`` chose, or an explicit bf16 that is
+    emulated here (an explicit dtype that runs at full speed goes without saying)."""
+    return choice == "auto" or SLOW_BF16 in reason
 
 
 def bf16_speedup(step: Callable[[torch.dtype], object], repeats: int = 5) -> float:

@@ -17,7 +17,7 @@ import torch
 from planet_torch.agents.base import FilteringAgent
 from planet_torch.agents.dreamer import DreamerAgent, DreamerLearner
 from planet_torch.config import OptimConfig
-from planet_torch.models.precision import SLOW_BF16
+from planet_torch.models.precision import worth_saying
 from planet_torch.training.loop import Trainer
 
 
@@ -33,7 +33,7 @@ class DreamerTrainer(Trainer):
         super()._build()
         self.behaviour = DreamerLearner(self.model, self.cfg.dreamer)
         reason = self.behaviour.compute_dtype_reason  # what auto chose, or a slow explicit bf16
-        if self.cfg.dreamer.compute_dtype == "auto" or SLOW_BF16 in reason:
+        if worth_saying(self.cfg.dreamer.compute_dtype, reason):
             dtype = str(self.behaviour.compute_dtype).removeprefix("torch.")
             print(f"behaviour update in {dtype} ({reason})", flush=True)
 

@@ -35,7 +35,7 @@ from planet_torch.errors import UserError
 from planet_torch.models import WorldModel, WorldModelTrainer, retain_freed_memory
 from planet_torch.models.imagination import resolve_plan_dtype
 from planet_torch.models.legacy import upgrade_model_state
-from planet_torch.models.precision import SLOW_BF16
+from planet_torch.models.precision import worth_saying
 from planet_torch.replay import ChunkSampler, batch_to_torch
 from planet_torch.training.base import BaseTrainer, counter_generator, counter_rng
 from planet_torch.training.video import write_video
@@ -69,7 +69,7 @@ class Trainer(BaseTrainer):
         self.optimizer = WorldModelTrainer(self.model, self._world_model_optim())
         dtype = str(self.model.resolve_compute_dtype()).removeprefix("torch.")
         reason = self.model.compute_dtype_reason  # what auto chose, or a slow explicit bf16
-        if self.cfg.model.compute_dtype == "auto" or SLOW_BF16 in reason:
+        if worth_saying(self.cfg.model.compute_dtype, reason):
             print(f"encoder/decoder in {dtype} ({reason})", flush=True)
         if (plan := self._said_plan_dtype()) is not None:
             print(f"planning in {plan[0]} ({plan[1]})", flush=True)
@@ -82,7 +82,7 @@ class Trainer(BaseTrainer):
         if self.cfg.algo != "planet":
             return None
         dtype, reason = resolve_plan_dtype(planner.compute_dtype, self.model, planner.candidates)
-        if planner.compute_dtype != "auto" and SLOW_BF16 not in reason:
+        if not worth_saying(planner.compute_dtype, reason):
             return None
         return str(dtype).removeprefix("torch."), reason
 
