@@ -77,7 +77,13 @@ def test_bfloat16_planning_without_onednn_bf16_uses_addmm(monkeypatch) -> None:
 
     monkeypatch.setattr(imagination, "onednn_has_bf16", lambda: False)
     model = _model(SMALL)
-    assert not LatentObjective(model, torch.bfloat16).uses_onednn(10_000)
+    bf16 = LatentObjective(model, torch.bfloat16)
+    assert not bf16.uses_onednn(10_000)
+    state = _random_state(model, 40)
+    actions = torch.rand(5, 40, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    returns = bf16(state, actions, torch.Generator().manual_seed(3))  # crashed in oneDNN there
+    reference = LatentObjective(model)(state, actions, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(returns, reference, atol=0.1, rtol=0.02)
     with pytest.raises(ValueError, match=r"no torch\.bfloat16 linear on this machine"):
         LatentObjective(model, torch.bfloat16, kernel="onednn")
     if onednn_linear_available(model.device):  # float32 keeps oneDNN from its row threshold
