@@ -54,6 +54,10 @@ bf16 instructions emulate it at 0.01-0.1× fp32's speed (Zen 3: 0.09×), where t
 took 15 s of a 1-thread process, mostly bf16 steps; one round says the same."""
 
 
+SLOW_BF16 = "slow on this CPU, which has no bf16 kernels: float32 is faster"
+"""What an explicitly configured bf16 dtype's reason says where it is emulated."""
+
+
 def configured_reason(dtype: torch.dtype, device: torch.device) -> str:
     """Why an explicitly configured dtype is used, in words; it always wins over ``auto``, but
     bfloat16 on a CPU oneDNN builds no bf16 kernels for (AVX2 only) says what it costs: there
@@ -62,10 +66,6 @@ def configured_reason(dtype: torch.dtype, device: torch.device) -> str:
     if dtype == torch.bfloat16 and device.type == "cpu" and not onednn_has_bf16():
         return f"as configured; {SLOW_BF16}"
     return "as configured"
-
-
-SLOW_BF16 = "slow on this CPU, which has no bf16 kernels: float32 is faster"
-"""What an explicitly configured bf16 dtype's reason says where it is emulated."""
 
 
 def worth_saying(choice: str, reason: str) -> bool:

@@ -195,7 +195,7 @@ class WorldModel(nn.Module):
         self.compute_dtype: torch.dtype | None = (
             None if m.compute_dtype == "auto" else getattr(torch, m.compute_dtype)
         )
-        self.compute_dtype_reason = "as configured"
+        self._auto_dtype_reason = ""  # what auto measured, once resolved (compute_dtype_reason)
         self.encoder = (FastEncoder if m.fast_kernels else Encoder)(m.cnn_depth)
         self.rssm: LatentModel = make_latent_model(
             m.kind,
@@ -241,6 +241,19 @@ class WorldModel(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    @property
+    def compute_dtype_reason(self) -> str:
+        """Why the encoder/decoder run in their dtype, in words: what ``auto`` measured, or
+        "as configured" and, for a bf16 the model's device emulates, what that costs."""
+        if self.cfg.model.compute_dtype == "auto":
+            return self._auto_dtype_reason
+        assert self.compute_dtype is not None
+        return configured_reason(self.compute_dtype, self.device)
+
+    @compute_dtype_reason.setter
+    def compute_dtype_reason(self, reason: str) -> None:  # auto's choice (measured, or resumed)
+        self._auto_dtype_reason = reason
+
     def resolve_compute_dtype(self) -> torch.dtype:
         """The encoder/decoder's dtype, measured once for ``auto`` (see the class docstring)."""
         if self.compute_dtype is None:
@@ -248,8 +261,6 @@ class WorldModel(nn.Module):
             self.compute_dtype, self.compute_dtype_reason = choose_model_dtype(
                 self.device, m.cnn_depth, self.feature_size
             )
-        elif self.compute_dtype_reason == "as configured":  # once on its device: slow there?
-            self.compute_dtype_reason = configured_reason(self.compute_dtype, self.device)
         return self.compute_dtype
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
