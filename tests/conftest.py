@@ -31,21 +31,25 @@ def _own_machine_cache(
 # `make test` hands whole files to its two workers (`--dist loadfile`), in the order below
 # (`--no-loadscope-reorder`; xdist would otherwise order files by their number of tests). The
 # files that take longest go first, so that the run ends on short files and neither worker
-# idles while the other finishes a long one. Seconds per file from `--durations=0` (session 15,
-# Zen 3, 2 workers, quiet; 358 s in all): training 89, sweep 39, multitask 29, run_ends 27, ddpg
-# 27, troubleshooting 26, cli 25, losses 19, vector 15, true_sim 11, any_env 11; the rest ≤ 9.
+# idles while the other finishes a long one. Seconds per file from `--durations=0` (session 36,
+# AVX2-only Zen 1, 2 workers, quiet; 791 s in all, 6:49 wall): training 168, dreamer 87, sweep
+# 78, run_ends 57, ddpg 55, multitask 54, troubleshooting 53, losses 45, cli 44, true_sim 32,
+# vector 28, any_env 23, precision 17, results 16; the rest ≤ 11.
 LONGEST_FIRST = (
     "test_training.py",
+    "test_dreamer.py",
     "test_sweep.py",
-    "test_multitask.py",
     "test_run_ends.py",
     "test_ddpg.py",
+    "test_multitask.py",
     "test_troubleshooting.py",
-    "test_cli.py",
     "test_losses.py",
-    "test_vector.py",
+    "test_cli.py",
     "test_true_sim.py",
+    "test_vector.py",
     "test_any_env.py",
+    "test_precision.py",
+    "test_results.py",
 )
 
 
