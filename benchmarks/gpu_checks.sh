@@ -8,11 +8,12 @@
 # --prepare downloads mujoco and our other dependencies as CPython 3.12 wheels, and dm_control
 # with its locomotion assets and the dog's meshes left out (56 → 4 MB: the suite's six tasks need
 # neither, and a device call carries 64 MiB at most). Everything it writes is git-ignored.
-# The checks (about 9 minutes on an H200; session 28's results in BENCHMARKS.md): the three tests
-# that need CUDA, the whole world-model update eager, as one CUDA graph and under torch.compile
-# (bench_update_graph.py), the train step and planned action beside
-# Kaixhin/PlaNet (bench_vs_kaixhin.py), and what a DMC-100k run of the cpu preset would cost on
-# the GPU (a 60-update probe of walker-walk and cartpole-swingup, whose last line projects it).
+# The checks (about 9 minutes on an H200; session 28's results in BENCHMARKS.md): the four tests
+# that need CUDA, the whole world-model update eager, as one CUDA graph (planet train's
+# --optim.cuda-graph path) and under torch.compile (bench_update_graph.py), the train step and
+# planned action beside Kaixhin/PlaNet (bench_vs_kaixhin.py), and what a DMC-100k run of the cpu
+# preset costs on the GPU, eager and with the update graph (a 60-update probe of walker-walk
+# each, whose last line projects it).
 set -u
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--prepare" ]; then
@@ -60,6 +61,7 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider -rA \
   tests/test_checkpoint.py::test_rng_streams_resume_from_a_checkpoint_mapped_onto_the_gpu \
   tests/test_models.py::test_plain_modules_move_to_cuda_and_compute_the_same \
   tests/test_planning.py::test_cuda_graph_plans_one_launch_per_decision_with_fresh_noise_and_current_belief \
+  tests/test_update_graph.py::test_cuda_graph_update_replays_the_eager_update \
   2>&1 | tail -8
 echo "== [$(el) s] whole update: eager, one CUDA graph, torch.compile (paper size)"
 timeout 260 python3 benchmarks/bench_update_graph.py --device cuda \
@@ -67,14 +69,14 @@ timeout 260 python3 benchmarks/bench_update_graph.py --device cuda \
 echo "== [$(el) s] beside Kaixhin/PlaNet"
 timeout 150 python3 benchmarks/bench_vs_kaixhin.py --device cuda --warmup 5 --repeats 20 \
   --impls ours_nograph ours ours_bf16 kaixhin > "$OUT/vs_kaixhin.json"
-for task in walker-walk cartpole-swingup; do
+for graph in no-cuda-graph cuda-graph; do
   L=$(left)
   [ "$L" -lt 40 ] && break
-  echo "== [$(el) s] DMC-100k cost probe on the GPU: $task"
+  echo "== [$(el) s] DMC-100k cost probe on the GPU: walker-walk, --optim.$graph"
   timeout $((L < 90 ? L : 90)) python3 -c \
     'import sys; from planet_torch.cli import main; sys.argv[0] = "planet"; main()' \
-    train --preset cpu --task $task --device cuda --run-dir /tmp/probe-$task \
-    --schedule.total-updates 60 --schedule.test-every-updates 1000 \
+    train --preset cpu --task walker-walk --device cuda --run-dir /tmp/probe-$graph \
+    --optim.$graph --schedule.total-updates 60 --schedule.test-every-updates 1000 \
     --schedule.final-eval-episodes 0 2>&1 | grep -v "^\s*$" | tail -9
 done
 L=$(left)

@@ -30,6 +30,7 @@ import contextlib
 import copy
 import math
 import os
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
@@ -49,6 +50,7 @@ from planet_torch.models.precision import choose_model_dtype, configured_reason
 from planet_torch.models.preprocess import postprocess, preprocess
 from planet_torch.models.rssm import RSSM
 from planet_torch.models.ssm import SSM
+from planet_torch.models.update_graph import UpdateGraph, adam_bias_corrected_lr
 
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _PIXELS = math.prod(IMAGE_SHAPE)
@@ -519,6 +521,9 @@ class WorldModelTrainer:
     its own Adam parameter group and is clipped on its own (the original at HEAD trains its
     per-component state heads inside the one objective, behind a stop-gradient, under the same
     global clip; the camera-ready code gave them their own optimiser).
+
+    With ``optim.cuda_graph`` on a GPU the same update runs as one captured CUDA graph
+    (models/update_graph.py), whose Adam is written in TF's form directly.
     """
 
     def __init__(self, model: WorldModel, cfg: OptimConfig | None = None) -> None:
@@ -534,6 +539,10 @@ class WorldModelTrainer:
             groups.append({"params": self.probe_params})
         self.optimizer = FusedAdam(groups, lr=self.cfg.learning_rate, eps=self.cfg.adam_eps)
         self.updates = 0
+        # optim.cuda_graph on a GPU: the update as one CUDA graph (models/update_graph.py);
+        # made at the first update, dropped where a batch does not fit it or state is loaded.
+        self.graph: UpdateGraph | None = None
+        self._graph_failed = False
 
     def learning_rate(self) -> float:
         """The step size of the next update (linear warm-up over ``warmup_updates``)."""
@@ -554,6 +563,19 @@ class WorldModelTrainer:
         """:meth:`update`, and the batch's posterior states (detached)."""
         self.model.train()
         lr = self.learning_rate()
+        graph = self._graph_for(batch, generator)
+        if graph is not None and generator is not None:
+            try:
+                betas = self.optimizer.defaults["betas"]
+                terms, posterior = graph(
+                    batch, generator, adam_bias_corrected_lr(lr, betas, self.updates + 1)
+                )
+                return self._finish(terms, lr), posterior
+            except Exception as error:  # a driver or PyTorch without support: eager from now
+                if graph.replays > 0:
+                    raise  # it worked before: a real error, not a missing feature
+                warnings.warn(f"updating without a CUDA graph ({error})", stacklevel=2)
+                self.graph, self._graph_failed = None, True
         beta2 = self.optimizer.defaults["betas"][1]
         eps = self.cfg.adam_eps / math.sqrt(1.0 - beta2 ** (self.updates + 1))
         for group in self.optimizer.param_groups:
@@ -566,12 +588,48 @@ class WorldModelTrainer:
         if self.probe_params:
             nn.utils.clip_grad_norm_(self.probe_params, clip)
         self.optimizer.step()
-        self.updates += 1
         terms["grad_norm"] = grad_norm
+        return self._finish(terms, lr), posterior.detach()
+
+    def _finish(self, terms: dict[str, Tensor], lr: float) -> dict[str, float]:
+        """Count the update; its terms as floats (one device sync) and its step size."""
+        self.updates += 1
         values = torch.stack([v.detach().float() for v in terms.values()]).tolist()
         metrics = dict(zip(terms, values, strict=True))
         metrics["lr"] = lr
-        return metrics, posterior.detach()
+        return metrics
+
+    def _graph_for(
+        self, batch: Mapping[str, Tensor], generator: torch.Generator | None
+    ) -> UpdateGraph | None:
+        """The CUDA graph this update replays, or None for an eager update."""
+        if self.graph is None and not (
+            self.cfg.cuda_graph
+            and self.model.device.type == "cuda"
+            and not self._graph_failed
+            and hasattr(torch.cuda.CUDAGraph, "register_generator_state")
+        ):
+            return None
+        if generator is None:
+            return None  # the graph draws its noise from the caller's generator
+        if self.graph is not None and not self.graph.accepts(batch):
+            self.graph = None  # its gradients and buffers are the old shape's: start afresh
+            return None
+        if self.graph is None:
+            self.graph = self.new_update_graph(capture=True)
+        return self.graph
+
+    def new_update_graph(self, capture: bool) -> UpdateGraph:
+        """An :class:`UpdateGraph` of this trainer's update (``capture=False``: run eagerly
+        each time, the same arithmetic; what the tests check on machines without CUDA)."""
+        return UpdateGraph(
+            self.model.loss_terms_and_posterior,
+            self.optimizer,
+            [self.model_params, self.probe_params],
+            self.cfg.grad_clip_norm,
+            self.cfg.adam_eps,
+            capture,
+        )
 
     def state_dict(self) -> dict[str, object]:
         return {"optimizer": self.optimizer.state_dict(), "updates": self.updates}
@@ -584,3 +642,5 @@ class WorldModelTrainer:
         optimizer = upgrade_optimizer_state(state["optimizer"], self.param_names, moved or {})
         self.optimizer.load_state_dict(optimizer)
         self.updates = int(state["updates"])
+        if self.graph is not None:  # it updates the replaced state tensors: capture anew
+            self.graph = self.new_update_graph(self.graph.capture)
