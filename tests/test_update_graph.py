@@ -14,8 +14,6 @@ from model_helpers import blob_batch, gen, make, one_thread, tiny  # noqa: F401 
 from planet_torch.models import WorldModelTrainer
 from planet_torch.models.update_graph import WARMUP, adam_bias_corrected_lr, tf_adam_step
 
-CFG = tiny(model={"state_diagnostics": True}, optim={"warmup_updates": 3})
-
 
 def test_tf_adam_step_is_torch_adam_with_the_originals_epsilon() -> None:
     """TF's form (ε added to √v before the bias corrections, folded into lr_t) equals torch's
@@ -45,9 +43,12 @@ def test_tf_adam_step_is_torch_adam_with_the_originals_epsilon() -> None:
         assert steps[0].item() == state["step"].item() == t
 
 
-def _pair() -> tuple[WorldModelTrainer, WorldModelTrainer]:
-    eager = WorldModelTrainer(make(CFG, seed=3, state_size=2))
-    graphed = WorldModelTrainer(make(CFG, seed=3, state_size=2))
+def _pair(dtype: str = "float32") -> tuple[WorldModelTrainer, WorldModelTrainer]:
+    cfg = tiny(
+        model={"state_diagnostics": True, "compute_dtype": dtype}, optim={"warmup_updates": 3}
+    )
+    eager = WorldModelTrainer(make(cfg, seed=3, state_size=2))
+    graphed = WorldModelTrainer(make(cfg, seed=3, state_size=2))
     graphed.graph = graphed.new_update_graph(capture=False)
     return eager, graphed
 
@@ -57,8 +58,9 @@ def _same_weights(a: WorldModelTrainer, b: WorldModelTrainer) -> None:
         torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-6, msg=name)
 
 
-def test_the_graphs_update_is_the_eager_update() -> None:
-    eager, graphed = _pair()
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_graphs_update_is_the_eager_update(dtype: str) -> None:
+    eager, graphed = _pair(dtype)
     for i in range(5):
         g_eager, g_graphed = gen(i), gen(i)
         (m_eager, post_eager), (m_graphed, post_graphed) = (
@@ -111,7 +113,7 @@ def test_the_graph_is_off_by_default_and_without_cuda() -> None:
         warnings.simplefilter("error")  # no capture tried (and failed) on a CPU
         trainer.update(blob_batch(), gen(0))
     assert trainer.graph is None  # a CPU: eager, the option does nothing
-    assert WorldModelTrainer(make(CFG, state_size=2)).cfg.cuda_graph is False
+    assert WorldModelTrainer(make()).cfg.cuda_graph is False
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a GPU machine)")
