@@ -23,7 +23,8 @@ reports the median of their medians: on Zen 3 and Zen 4 the same code's time mov
 from one process to the next (BENCHMARKS.md), and a ratio from one process each moves with it.
 
 CPU timings drop calls during which other processes used the CPU (see bench_train_step.py);
-CUDA timings synchronise around every call. The planner's FLOPs are counted with torch's
+CUDA timings synchronise around every call. On a GPU ``ours`` runs the decision and the update
+as CUDA graphs (``--planner.cuda-graph``, ``--optim.cuda-graph``), ``ours_nograph`` neither. The planner's FLOPs are counted with torch's
 FlopCounterMode over one of our planned actions, to state the fraction of the ceiling.
 """
 
@@ -106,6 +107,8 @@ def ours(job: str, device: str, warmup: int, repeats: int, variant: str) -> dict
         cfg = override(cfg, model={"reward_layers": 2, "reward_units": 200})
     if variant == "ours_nograph":  # the same decision without the CUDA graph (GPU only)
         cfg = override(cfg, planner={"cuda_graph": False})
+    elif device == "cuda":  # and the update as one CUDA graph (--optim.cuda-graph)
+        cfg = override(cfg, optim={"cuda_graph": True})
     if variant.endswith("bf16"):  # bfloat16 convolutions in training, bfloat16 planning
         cfg = override(
             cfg, model={"compute_dtype": "bfloat16"}, planner={"compute_dtype": "bfloat16"}
@@ -141,7 +144,13 @@ def ours(job: str, device: str, warmup: int, repeats: int, variant: str) -> dict
     last = model.decoder.net[-1]
     last.forward = types.MethodType(nn.ConvTranspose2d.forward, last)
     if job == "train":
-        return {"seconds": seconds, "gflop_per_call": _count_gflop(call)}
+        # FLOPs counted on an eager update (a graph replay dispatches no countable ops).
+        eager = WorldModelTrainer(model, override(cfg, optim={"cuda_graph": False}).optim)
+        return {
+            "seconds": seconds,
+            "gflop_per_call": _count_gflop(lambda: eager.update(batch, gen)),
+            "cuda_graph_used": trainer.graph is not None and trainer.graph.replays > 0,
+        }
     # FLOPs of one decision counted eagerly (a CUDA graph replay dispatches no countable ops)
     with torch.inference_mode():
         gflop = _count_gflop(lambda: agent._plan(agent.belief, None))
