@@ -77,7 +77,9 @@ for graph in no-cuda-graph cuda-graph; do
     'import sys; from planet_torch.cli import main; sys.argv[0] = "planet"; main()' \
     train --preset cpu --task walker-walk --device cuda --run-dir /tmp/probe-$graph \
     --optim.$graph --schedule.total-updates 60 --schedule.test-every-updates 1000 \
-    --schedule.final-eval-episodes 0 2>&1 | grep -v "^\s*$" | tail -9
+    --schedule.final-eval-episodes 0 > /tmp/probe-$graph.log 2>&1
+  grep -i "without a CUDA graph" /tmp/probe-$graph.log  # a capture that failed says so
+  grep -v "^\s*$" /tmp/probe-$graph.log | tail -9
 done
 L=$(left)
 if [ "$L" -gt 90 ]; then
