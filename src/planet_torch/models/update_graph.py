@@ -77,18 +77,17 @@ def tf_adam_step(
     torch._foreach_add_(steps, 1.0)
 
 
-def adam_state(optimizer: torch.optim.Adam) -> list[dict[str, Tensor]]:
-    """The per-parameter state of ``optimizer`` in its order, created as torch's fused Adam
-    creates it where a parameter has none yet (zero moments, a float32 step on its device)."""
+def adam_state(optimizer: torch.optim.Adam, params: list[Tensor]) -> list[dict[str, Tensor]]:
+    """The optimiser's state of each of ``params``, created as torch's fused Adam creates it
+    where a parameter has none yet (zero moments, a float32 step count on its device)."""
     states = []
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            state = optimizer.state[p]
-            if not state:
-                state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
-                state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            states.append(state)
+    for p in params:
+        state = optimizer.state[p]
+        if not state:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=p.device)
+            state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        states.append(state)
     return states
 
 
@@ -177,15 +176,14 @@ class UpdateGraph:
         total.backward()
         norms = [nn.utils.clip_grad_norm_(group, self.clip_norm) for group in self.clipped]
         terms["grad_norm"] = norms[0]
-        with_grad = [p for p in self.params if p.grad is not None]
-        states = adam_state(self.optimizer)
-        kept = [s for p, s in zip(self.params, states, strict=True) if p.grad is not None]
+        with_grad = [p for p in self.params if p.grad is not None]  # as torch's Adam skips
+        states = adam_state(self.optimizer, with_grad)
         tf_adam_step(
             with_grad,
             [p.grad for p in with_grad if p.grad is not None],
-            [s["exp_avg"] for s in kept],
-            [s["exp_avg_sq"] for s in kept],
-            [s["step"] for s in kept],
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["step"] for s in states],
             self.lr_t,
             self.betas,
             self.eps,
