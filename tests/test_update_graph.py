@@ -116,31 +116,36 @@ def test_the_graph_is_off_by_default_and_without_cuda() -> None:
     assert WorldModelTrainer(make()).cfg.cuda_graph is False
 
 
+def _cuda_gen(seed: int) -> torch.Generator:
+    return torch.Generator("cuda").manual_seed(seed)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (run on a GPU machine)")
 def test_cuda_graph_update_replays_the_eager_update() -> None:
     """On a GPU: warm-up, capture, replays; the same losses as eager, within float rounding,
     and a fresh capture after a load."""
-    cfg = tiny(optim={"cuda_graph": True, "warmup_updates": 3})
+    cfg = tiny(optim={"warmup_updates": 3})
     eager = WorldModelTrainer(make(cfg, seed=3).to("cuda"))
-    eager.cfg = tiny(optim={"warmup_updates": 3}).optim  # the same model, updated eagerly
-    graphed = WorldModelTrainer(make(cfg, seed=3).to("cuda"))
+    graphed_cfg = tiny(optim={"warmup_updates": 3, "cuda_graph": True})
+    graphed = WorldModelTrainer(make(graphed_cfg, seed=3).to("cuda"))
     batch = {k: v.cuda() for k, v in blob_batch().items()}
-    for i in range(WARMUP + 3):
-        seed = torch.Generator("cuda").manual_seed
-        m_eager, m_graphed = eager.update(batch, seed(i)), graphed.update(batch, seed(i))
-        assert m_graphed == pytest.approx(m_eager, rel=1e-3, abs=1e-4), i
+
+    def both(seed: int) -> None:
+        m_eager = eager.update(batch, _cuda_gen(seed))
+        m_graphed = graphed.update(batch, _cuda_gen(seed))
+        assert m_graphed == pytest.approx(m_eager, rel=1e-3, abs=1e-4), seed
+
+    for i in range(WARMUP + 3):  # warm-ups, the capture (and its replay), two replays
+        both(i)
     assert graphed.graph is not None and graphed.graph.replays == 3
     assert eager.graph is None
     weight = next(graphed.model.parameters())
     version = weight._version  # a replay moves the weights: their versions say so
-    graphed.update(batch, torch.Generator("cuda").manual_seed(9))
-    eager.update(batch, torch.Generator("cuda").manual_seed(9))
+    both(9)
     assert weight._version > version
     _same_weights(eager, graphed)
     graphed.model.load_state_dict(eager.model.state_dict())
     graphed.load_state_dict(copy.deepcopy(eager.state_dict()))  # as from a checkpoint file
     for i in range(WARMUP + 2):
-        seed = torch.Generator("cuda").manual_seed
-        m_eager, m_graphed = eager.update(batch, seed(10 + i)), graphed.update(batch, seed(10 + i))
-        assert m_graphed == pytest.approx(m_eager, rel=1e-3, abs=1e-4), i
+        both(10 + i)
     assert graphed.graph is not None and graphed.graph.replays == 2
