@@ -116,6 +116,18 @@ def test_the_graph_is_off_by_default_and_without_cuda() -> None:
     assert WorldModelTrainer(make()).cfg.cuda_graph is False
 
 
+def test_a_users_error_in_the_update_is_not_taken_for_a_missing_cuda_feature() -> None:
+    """Only CUDA's and PyTorch's RuntimeErrors send the update back to eager with a warning;
+    a wrong batch raises its own error, as the eager update does."""
+    _, graphed = _pair()
+    batch = blob_batch()
+    del batch["state"]  # the state probe needs it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="'state' entry"):
+            graphed.update(batch, gen(0))
+
+
 def _cuda_gen(seed: int) -> torch.Generator:
     return torch.Generator("cuda").manual_seed(seed)
 

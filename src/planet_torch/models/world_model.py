@@ -571,7 +571,7 @@ class WorldModelTrainer:
                     batch, generator, adam_bias_corrected_lr(lr, betas, self.updates + 1)
                 )
                 return self._finish(terms, lr), posterior
-            except Exception as error:  # a driver or PyTorch without support: eager from now
+            except RuntimeError as error:  # CUDA or PyTorch without support: eager from now
                 if graph.replays > 0:
                     raise  # it worked before: a real error, not a missing feature
                 warnings.warn(f"updating without a CUDA graph ({error})", stacklevel=2)
