@@ -84,13 +84,11 @@ def child(variant: str, preset: str, device: str, warmup: int, repeats: int) -> 
         model.loss_terms_and_posterior = torch.compile(  # type: ignore[method-assign]
             model.loss_terms_and_posterior, mode=mode
         )
-    updates = 0
 
     def step(batch: dict[str, Any]) -> list[float]:
-        nonlocal updates
-        generator = torch.Generator(device).manual_seed(SEED + updates)  # as planet train
+        # A generator per update, seeded from its number, as planet train does.
+        generator = torch.Generator(device).manual_seed(SEED + trainer.updates)
         metrics = trainer.update(batch, generator)
-        updates += 1
         names[:] = [name for name in metrics if name != "lr"]
         return [metrics[name] for name in names]
 

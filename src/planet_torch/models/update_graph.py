@@ -161,7 +161,9 @@ class UpdateGraph:
             torch.cuda.current_stream().wait_stream(side)
         else:
             self.graph = self._capture()
-            self.generator.set_state(generator.get_state())  # the capture drew nothing
+            # A capture records draws without making them; set again all the same, so the
+            # replay starts exactly where the eager update would.
+            self.generator.set_state(generator.get_state())
             self._replay(self.graph)
         self.calls += 1
         generator.set_state(self.generator.get_state())
