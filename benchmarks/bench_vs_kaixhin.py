@@ -24,8 +24,9 @@ from one process to the next (BENCHMARKS.md), and a ratio from one process each 
 
 CPU timings drop calls during which other processes used the CPU (see bench_train_step.py);
 CUDA timings synchronise around every call. On a GPU ``ours`` runs the decision and the update
-as CUDA graphs (``--planner.cuda-graph``, ``--optim.cuda-graph``), ``ours_nograph`` neither. The planner's FLOPs are counted with torch's
-FlopCounterMode over one of our planned actions, to state the fraction of the ceiling.
+as CUDA graphs (``--planner.cuda-graph``, ``--optim.cuda-graph``), ``ours_nograph`` neither.
+The planner's FLOPs are counted with torch's FlopCounterMode over one of our planned actions,
+to state the fraction of the ceiling.
 """
 
 from __future__ import annotations
