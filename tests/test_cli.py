@@ -36,6 +36,28 @@ USER_ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("belief-size",),
     ),
     "a field out of range": ("collect --planner.top-k 0 --run-dir {tmp}/r", ("top-k",)),
+    # each had ended in a traceback, or trained on a nonsense value (config.BOUNDS)
+    "a zero cnn depth": (
+        "train --preset debug --model.cnn-depth 0 --run-dir {tmp}/r",
+        ("model.cnn-depth must be >= 1 (got 0)",),
+    ),
+    "no test episodes": (
+        "train --preset debug --schedule.test-episodes 0 --run-dir {tmp}/r",
+        ("schedule.test-episodes must be >= 1",),
+    ),
+    "action repeat 0 (was the task's own, silently)": (
+        "train --preset debug --env.action-repeat 0 --run-dir {tmp}/r",
+        ("env.action-repeat must be >= 1 (got 0)",),
+    ),
+    "a negative loss scale": (
+        "train --preset debug --loss.kl-scale -1 --run-dir {tmp}/r",
+        ("loss.kl-scale must be >= 0",),
+    ),
+    "Dreamer's actor with no spread": (
+        "train --preset debug --algo dreamer --dreamer.init-std 0 --run-dir {tmp}/r",
+        ("dreamer.init-std must be > 0",),
+    ),
+    "a NaN": ("train --preset debug --planner.train-noise nan --run-dir {tmp}/r", ("(got nan)",)),
     "cuda without cuda": (
         "train --preset debug --device cuda --run-dir {tmp}/r",
         ("CUDA",),
@@ -70,7 +92,7 @@ USER_ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
     "eval before training": ("eval --run-dir {collected}", ("no checkpoint yet",)),
     "eval with an impossible planner": (
         "eval --run-dir {ref} --planner.top-k 999",
-        ("planner.top-k must be in 1..planner.candidates",),
+        ("planner.top-k (999) must be in 1..planner.candidates (16)",),
     ),
     "eval a DDPG run with a planner": (
         "eval --run-dir {ddpg} --planner.horizon 5",

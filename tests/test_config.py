@@ -1,16 +1,21 @@
 """Config: presets are valid, the paper preset is the original's, round trips are exact."""
 
 import dataclasses
+import math
+import typing
 
 import pytest
 
 from planet_torch.config import (
+    BOUNDS,
     CPU,
     DEBUG,
     PAPER,
     PRESETS,
     TASKS,
     Config,
+    check_bounds,
+    flag_name,
     override,
     preset,
     task_spec,
@@ -85,3 +90,68 @@ def test_json_round_trip_and_override_leaves_original():
     assert CPU.model.cell == "gru" and CPU.task == "cartpole-balance"
     with pytest.raises(UserError, match="unknown field"):
         Config.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+def _sections() -> dict[str, type]:
+    """Config's own fields ("") and each section's dataclass, by section name."""
+    hints = typing.get_type_hints(Config)
+    return {"": Config} | {
+        name: kind for name, kind in hints.items() if dataclasses.is_dataclass(kind)
+    }
+
+
+NUMERIC = [
+    (section, name)
+    for section, kind in _sections().items()
+    for name, hint in typing.get_type_hints(kind).items()
+    if {int, float} & set(typing.get_args(hint) or (hint,))
+]
+"""Every int or float setting (optional ones too) as (section, field)."""
+
+
+def test_every_numeric_setting_has_a_bound():
+    """A new number in the config must say what it may be (config.BOUNDS), or this fails."""
+    declared = [(section, name) for section, bounds in BOUNDS.items() for name in bounds]
+    assert sorted(NUMERIC) == sorted(declared)
+
+
+def _outside(section: str, name: str) -> list[float]:
+    """Values just outside the setting's bound, NaN and (where it is no "none") inf."""
+    bound = BOUNDS[section][name]
+    hint = typing.get_type_hints(_sections()[section])[name]
+    is_float = float in (typing.get_args(hint) or (hint,))
+    values = [bound.low if bound.low_open else bound.low - (0.5 if is_float else 1)]
+    if math.isfinite(bound.high):
+        values.append(bound.high + (0.5 if is_float else 1))
+    if is_float:
+        values.append(math.nan)
+        if not bound.inf_ok:
+            values.append(math.inf)
+    return values
+
+
+@pytest.mark.parametrize(("section", "name"), NUMERIC, ids=[f"{s}.{n}" for s, n in NUMERIC])
+def test_a_value_outside_its_bound_is_a_one_line_user_error(section: str, name: str):
+    """Each bad value stops ``validate`` with the flag's own name, before anything runs; the
+    bound's own edge passes. The presets above pass with every value they set."""
+    for value in _outside(section, name):
+        cfg = override(DEBUG, **({name: value} if not section else {section: {name: value}}))
+        with pytest.raises(UserError) as error:
+            cfg.validate()
+        message = str(error.value)
+        assert message.startswith(f"{flag_name(section, name)} must be "), message
+        assert f"(got {value})" in message and "\n" not in message
+    bound = BOUNDS[section][name]
+    edge = bound.low + (1e-9 if bound.low_open else 0)
+    values = getattr(DEBUG, section) if section else DEBUG
+    check_bounds(dataclasses.replace(values, **{name: edge}), section)  # no error
+    if math.isfinite(bound.high):
+        check_bounds(dataclasses.replace(values, **{name: bound.high}), section)
+    if bound.inf_ok:  # a clip norm or time limit of inf: none
+        check_bounds(dataclasses.replace(values, **{name: math.inf}), section)
+
+
+def test_flag_names_are_the_command_line_spellings():
+    assert flag_name("model", "cnn_depth") == "model.cnn-depth"
+    assert flag_name("dreamer", "lambda_") == "dreamer.lambda_"  # as tyro spells it
+    assert flag_name("", "seed") == "seed"

@@ -469,6 +469,153 @@ class DreamerConfig:
     picks here."""
 
 
+# ---------------------------------------------------------------------------------------------
+# What each number may be
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The values one numeric setting may take: ``low`` up to ``high``, ``low`` itself
+    excluded where ``low_open``; never NaN, and infinite only where ``inf_ok`` (a clip norm or
+    a time limit of inf is "none")."""
+
+    low: float
+    high: float = math.inf
+    low_open: bool = False
+    inf_ok: bool = False
+
+    def admits(self, value: float) -> bool:
+        if math.isinf(value) and not self.inf_ok:
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        return above and value <= self.high  # False for NaN
+
+    def __str__(self) -> str:
+        low = "(" if self.low_open else "["
+        if self.low == self.high:
+            return f"{self.low:g}"
+        if math.isinf(self.high):
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return f"in {low}{self.low:g}, {self.high:g}]"
+
+
+AT_LEAST_1, AT_LEAST_0 = Bound(1), Bound(0)
+POSITIVE, UNIT = Bound(0, low_open=True), Bound(0, 1)
+
+BOUNDS: dict[str, dict[str, Bound]] = {
+    "": {"seed": AT_LEAST_0},
+    "env": {
+        "action_repeat": AT_LEAST_1,
+        "episode_env_steps": AT_LEAST_1,
+        "image_size": Bound(64, 64),  # the conv encoder's input
+        "camera_id": AT_LEAST_0,  # the env checks it names one of its cameras
+        "workers": AT_LEAST_1,
+    },
+    "data": {"batch_size": AT_LEAST_1, "chunk_length": Bound(2)},
+    "model": {
+        "belief_size": AT_LEAST_1,
+        "state_size": AT_LEAST_1,
+        "hidden_size": AT_LEAST_1,
+        "min_stddev": AT_LEAST_0,
+        "cnn_depth": AT_LEAST_1,
+        "reward_layers": AT_LEAST_0,  # 0: a linear reward head
+        "reward_units": AT_LEAST_1,
+        "image_bits": Bound(1, 8),
+    },
+    "loss": {
+        "image_scale": AT_LEAST_0,
+        "reward_scale": AT_LEAST_0,
+        "kl_scale": AT_LEAST_0,
+        "free_nats": AT_LEAST_0,
+        "overshooting_distance": AT_LEAST_0,
+        "overshooting_first_distance": AT_LEAST_1,
+        "overshooting_kl_scale": AT_LEAST_0,
+        "overshooting_reward_scale": AT_LEAST_0,
+        "global_kl_scale": AT_LEAST_0,
+    },
+    "optim": {
+        "learning_rate": POSITIVE,
+        "adam_eps": POSITIVE,
+        "grad_clip_norm": Bound(0, low_open=True, inf_ok=True),
+        "warmup_updates": AT_LEAST_0,
+    },
+    "planner": {
+        "horizon": AT_LEAST_1,
+        "candidates": AT_LEAST_1,
+        "top_k": AT_LEAST_1,
+        "iterations": AT_LEAST_0,  # 0: random actions (the ablation)
+        "train_noise": AT_LEAST_0,
+        "test_noise": AT_LEAST_0,
+    },
+    "schedule": {
+        "seed_episodes": AT_LEAST_1,
+        "test_seed_episodes": AT_LEAST_1,  # the test phases score the model on them
+        "collect_every_updates": AT_LEAST_1,
+        "min_updates_per_decision": AT_LEAST_0,
+        "test_every_updates": AT_LEAST_1,
+        "test_batches": AT_LEAST_1,
+        "test_episodes": AT_LEAST_1,
+        "total_updates": AT_LEAST_0,
+        "max_hours": Bound(0, low_open=True, inf_ok=True),
+        "max_env_steps": AT_LEAST_1,
+        "final_eval_episodes": AT_LEAST_0,
+    },
+    "ddpg": {
+        "hidden_units": AT_LEAST_1,
+        "hidden_layers": AT_LEAST_0,
+        "actor_lr": POSITIVE,
+        "critic_lr": POSITIVE,
+        "discount": UNIT,
+        "batch_size": AT_LEAST_1,
+        "updates_per_policy_step": POSITIVE,
+        "tau": Bound(0, 1, low_open=True),
+        "hard_update_every": AT_LEAST_1,
+        "noise_std": AT_LEAST_0,
+        "ou_theta": UNIT,
+        "cnn_depth": AT_LEAST_1,
+    },
+    "dreamer": {
+        "horizon": AT_LEAST_1,
+        "discount": UNIT,
+        "lambda_": UNIT,
+        "units": AT_LEAST_1,
+        "actor_layers": AT_LEAST_0,
+        "value_layers": AT_LEAST_0,
+        "actor_lr": POSITIVE,
+        "value_lr": POSITIVE,
+        "model_lr": POSITIVE,
+        "adam_eps": POSITIVE,
+        "grad_clip_norm": Bound(0, low_open=True, inf_ok=True),
+        "init_std": POSITIVE,
+        "mean_scale": POSITIVE,
+        "min_std": AT_LEAST_0,
+        "exploration_noise": AT_LEAST_0,
+        "mode_samples": AT_LEAST_1,
+        "entropy_scale": AT_LEAST_0,
+    },
+}
+"""Every numeric setting, by section ("" = the top level) and field: what it may be. A value
+outside its bound is a one-line :class:`UserError` naming the flag, before anything runs (a
+zero cnn depth or test-episode count had ended in a traceback, a negative loss scale or clip
+norm had trained silently). tests/test_config.py checks that every numeric field has one."""
+
+
+def flag_name(section: str, name: str) -> str:
+    """The command-line spelling of a setting: ``model.cnn-depth``, ``dreamer.lambda_``."""
+    stem = name.rstrip("_").replace("_", "-") + "_" * (len(name) - len(name.rstrip("_")))
+    return f"{section}.{stem}" if section else stem
+
+
+def check_bounds(values: Any, section: str) -> None:
+    """Raise :class:`UserError` for the first field of ``values`` (a config section, or the
+    whole Config for ``section=""``) outside :data:`BOUNDS`; None (a default) always passes."""
+    for name, bound in BOUNDS[section].items():
+        value = getattr(values, name)
+        if value is not None and not bound.admits(value):
+            raise UserError(f"{flag_name(section, name)} must be {bound} (got {value})")
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole run. ``planet train`` writes it to ``<run>/config.json``."""
@@ -503,7 +650,8 @@ class Config:
     @property
     def action_repeat(self) -> int:
         """Env steps per policy step, after the task default is applied."""
-        return self.env.action_repeat or self.spec.action_repeat
+        repeat = self.env.action_repeat
+        return self.spec.action_repeat if repeat is None else repeat
 
     @property
     def task_count(self) -> int:
@@ -512,7 +660,8 @@ class Config:
 
     @property
     def episode_env_steps(self) -> int:
-        return self.env.episode_env_steps or self.spec.episode_env_steps
+        steps = self.env.episode_env_steps
+        return self.spec.episode_env_steps if steps is None else steps
 
     @property
     def episode_policy_steps(self) -> int:
@@ -553,6 +702,9 @@ class Config:
 
     def validate(self) -> Config:
         """Check values a user can get wrong; raise :class:`UserError` with what to do."""
+        check_bounds(self, "")
+        for section in _SECTIONS:
+            check_bounds(getattr(self, section), section)
         task_spec(self.task)
         if self.action_repeat == 0 and self.spec.suite == "multi":
             defaults = ", ".join(f"{t} {task_spec(t).action_repeat}" for t in self.task.split("+"))
@@ -561,29 +713,16 @@ class Config:
                 "one agent needs one: pass --env.action-repeat N"
             )
         checks: list[tuple[bool, str]] = [
-            (self.action_repeat >= 1, "env.action-repeat must be >= 1"),
             (self.episode_policy_steps >= 1, "env.episode-env-steps must be >= env.action-repeat"),
-            (self.env.image_size in (64,), "env.image-size must be 64 (the conv encoder's input)"),
-            (self.env.workers >= 1, "env.workers must be >= 1"),
-            (self.data.batch_size >= 1, "data.batch-size must be >= 1"),
-            (self.data.chunk_length >= 2, "data.chunk-length must be >= 2"),
             (
                 self.data.chunk_length <= self.episode_policy_steps + 1,
                 f"data.chunk-length ({self.data.chunk_length}) exceeds the episode length "
                 f"({self.episode_policy_steps + 1} rows incl. the reset frame); shorten it",
             ),
-            (1 <= self.model.image_bits <= 8, "model.image-bits must be in 1..8"),
-            (
-                self.model.belief_size >= 1 and self.model.state_size >= 1,
-                "model sizes must be >= 1",
-            ),
-            (self.model.min_stddev >= 0, "model.min-stddev must be >= 0"),
-            (self.loss.free_nats >= 0, "loss.free-nats must be >= 0"),
             (
                 self.loss.free_nats_over in ("element", "batch"),
                 "loss.free-nats-over must be element or batch",
             ),
-            (self.loss.overshooting_distance >= 0, "loss.overshooting-distance must be >= 0"),
             (
                 self.loss.overshooting_distance == 0
                 or 1 <= self.loss.overshooting_first_distance <= self.loss.overshooting_distance,
@@ -593,19 +732,15 @@ class Config:
                 self.loss.overshooting_distance < self.data.chunk_length,
                 "loss.overshooting-distance must be < data.chunk-length",
             ),
-            (self.optim.learning_rate > 0, "optim.learning-rate must be > 0"),
-            (self.dreamer.entropy_scale >= 0, "dreamer.entropy-scale must be >= 0"),
             (
                 self.dreamer.compute_dtype in ("auto", "float32", "bfloat16"),
                 "dreamer.compute-dtype must be auto, float32 or bfloat16",
             ),
-            (self.planner.horizon >= 1, "planner.horizon must be >= 1"),
             (
                 1 <= self.planner.top_k <= self.planner.candidates,
-                "planner.top-k must be in 1..planner.candidates",
+                f"planner.top-k ({self.planner.top_k}) must be in 1..planner.candidates "
+                f"({self.planner.candidates})",
             ),
-            (self.planner.iterations >= 0, "planner.iterations must be >= 0"),
-            (self.planner.train_noise >= 0 and self.planner.test_noise >= 0, "noise must be >= 0"),
             (
                 self.planner.compute_dtype in ("auto", "float32", "bfloat16"),
                 "planner.compute-dtype must be auto, float32 or bfloat16",
@@ -614,17 +749,6 @@ class Config:
                 self.model.compute_dtype in ("auto", "float32", "bfloat16"),
                 "model.compute-dtype must be auto, float32 or bfloat16",
             ),
-            (self.schedule.seed_episodes >= 1, "schedule.seed-episodes must be >= 1"),
-            (
-                self.schedule.collect_every_updates >= 1,
-                "schedule.collect-every-updates must be >= 1",
-            ),
-            (
-                self.schedule.min_updates_per_decision >= 0,
-                "schedule.min-updates-per-decision must be >= 0",
-            ),
-            (self.schedule.test_every_updates >= 1, "schedule.test-every-updates must be >= 1"),
-            (self.schedule.total_updates >= 0, "schedule.total-updates must be >= 0"),
             (
                 self.schedule.max_env_steps is None
                 or self.schedule.max_env_steps
@@ -632,7 +756,6 @@ class Config:
                 f"schedule.max-env-steps must exceed the {self.schedule.seed_episodes} seed "
                 f"episodes' {self.schedule.seed_episodes * self.episode_env_steps} env steps",
             ),
-            (self.schedule.final_eval_episodes >= 0, "schedule.final-eval-episodes must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:

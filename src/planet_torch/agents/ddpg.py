@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from planet_torch.config import DDPGConfig
+from planet_torch.config import DDPGConfig, check_bounds
 from planet_torch.envs.base import Observation
 from planet_torch.errors import UserError
 from planet_torch.models import MLP, Encoder, FastEncoder, preprocess
@@ -42,22 +42,9 @@ _FINAL_INIT = 3e-3
 
 
 def validate_ddpg(cfg: DDPGConfig) -> DDPGConfig:
-    """Check the DDPG values a user can get wrong; raise :class:`UserError` with what to do."""
-    checks: list[tuple[bool, str]] = [
-        (cfg.hidden_units >= 1 and cfg.hidden_layers >= 0, "ddpg hidden sizes must be >= 1"),
-        (cfg.actor_lr > 0 and cfg.critic_lr > 0, "ddpg.actor-lr and ddpg.critic-lr must be > 0"),
-        (0 <= cfg.discount <= 1, "ddpg.discount must be in [0, 1]"),
-        (cfg.batch_size >= 1, "ddpg.batch-size must be >= 1"),
-        (cfg.updates_per_policy_step > 0, "ddpg.updates-per-policy-step must be > 0"),
-        (0 < cfg.tau <= 1, "ddpg.tau must be in (0, 1]"),
-        (cfg.hard_update_every >= 1, "ddpg.hard-update-every must be >= 1"),
-        (cfg.noise_std >= 0, "ddpg.noise-std must be >= 0"),
-        (0 <= cfg.ou_theta <= 1, "ddpg.ou-theta must be in [0, 1]"),
-        (cfg.cnn_depth >= 1, "ddpg.cnn-depth must be >= 1"),
-    ]
-    for ok, message in checks:
-        if not ok:
-            raise UserError(message)
+    """Check the DDPG values a user can get wrong (config.BOUNDS); raise :class:`UserError`
+    with what to do."""
+    check_bounds(cfg, "ddpg")
     return cfg
 
 
