@@ -58,6 +58,36 @@ USER_ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("dreamer.init-std must be > 0",),
     ),
     "a NaN": ("train --preset debug --planner.train-noise nan --run-dir {tmp}/r", ("(got nan)",)),
+    "a run folder that holds other files and no run": (
+        "train --preset debug --run-dir {root}",
+        ("holds other files and no run (a-file, collected, ddpg, ...)", "--run-dir"),
+    ),
+    "a factory that needs what planet does not pass": (
+        "train --preset debug --task py:os.path:join --run-dir {tmp}/r",
+        ("join() needs a,", "give the others defaults"),
+    ),
+    # output files, checked before the work whose result they hold (had been tracebacks)
+    "plot nothing": ("plot -o {tmp}/c.png", ("name the run folders",)),
+    "plot to no figure format": ("plot {ref} -o {tmp}/c.xyz", ("no figure format .xyz",)),
+    "plot under a file": ("plot {ref} -o {file}/c.png", ("cannot create", "choose another -o")),
+    "random policy into a folder": (
+        "random-policy --tasks cartpole-swingup --episodes 1 --csv {tmp}",
+        ("--csv", "is a folder"),
+    ),
+    "results into a folder": (
+        "results --csv {tmp} --curves {tmp}/c.csv --random {tmp}/r.csv --figure {tmp}/f.png",
+        ("--csv", "is a folder"),
+    ),
+    "results to no figure format": (
+        "results --csv {tmp}/a.csv --curves {tmp}/c.csv --random {tmp}/r.csv --figure {tmp}/f.xyz",
+        ("--figure", "no figure format"),
+    ),
+    "sweep into a file": (
+        "sweep --preset debug --sweep-dir {file}",
+        ("cannot create", "choose another --sweep-dir"),
+    ),
+    "sweep on no CPUs": ("sweep --num-cpus 0 --sweep-dir {tmp}/s", ("--num-cpus must be >= 1",)),
+    "doctor rendering no frames": ("doctor --render-frames 0", ("--render-frames must be >= 1",)),
     "cuda without cuda": (
         "train --preset debug --device cuda --run-dir {tmp}/r",
         ("CUDA",),

@@ -100,6 +100,8 @@ class Doctor:
     def run(self) -> int:
         from planet_torch.doctor import run_checks
 
+        if self.render_frames < 1:
+            raise UserError("--render-frames must be >= 1")
         return run_checks(self.run_dir, self.render_frames, self.tasks)
 
 
@@ -225,8 +227,11 @@ class Plot:
     Table 1), PlaNet's Table 1 after 1000 episodes, or nothing."""
 
     def run(self) -> int:
-        from planet_torch.training.plot import plot_runs
+        from planet_torch.training.plot import figure_file, plot_runs
 
+        if not self.runs:
+            raise UserError("name the run folders to plot, e.g. planet plot runs/* -o curves.png")
+        figure_file(self.output, "-o")
         output = plot_runs(list(self.runs), self.output, self.metric, self.reference)
         print(f"wrote {output}")
         return 0
@@ -256,8 +261,15 @@ class Results:
     """Markdown files whose table between the markers is replaced (files without them are skipped)."""
 
     def run(self) -> int:
+        from planet_torch.fileio import writable_file
         from planet_torch.training import results as R
+        from planet_torch.training.plot import figure_file
 
+        writable_file(self.csv, "--csv")
+        writable_file(self.curves, "--curves")
+        figure_file(self.figure, "--figure")
+        if self.random.is_dir():
+            raise UserError(f"--random {self.random} is a folder; name the random policy's CSV")
         for run_dir in self.runs:
             row, curve = R.run_rows(run_dir)
             R.upsert(self.csv, R.RUN_FIELDS, [row], R.RUN_KEY)
@@ -288,11 +300,13 @@ class RandomPolicy:
     """CSV to add the rows to (a task's row is replaced)."""
 
     def run(self) -> int:
+        from planet_torch.fileio import writable_file
         from planet_torch.sweep import task_names
         from planet_torch.training import results as R
 
         if self.episodes < 1:
             raise UserError("--episodes must be >= 1")
+        writable_file(self.csv, "--csv")  # before minutes of episodes, not after them
         rows = []
         for task in task_names(self.tasks):
             rows.append(R.random_policy_row(task, self.episodes))
@@ -373,6 +387,7 @@ class Sweep:
     """Times a failed trial is started again (resuming its checkpoint) before it is reported."""
 
     def run(self) -> int:
+        from planet_torch.fileio import writable_folder
         from planet_torch.sweep import Sweep as SweepRunner
         from planet_torch.sweep import SweepOptions, plan_trials, sweep_record, write_sweep_record
 
@@ -381,7 +396,8 @@ class Sweep:
         options = SweepOptions(
             self.address, self.cpus_per_trial, self.gpus_per_trial, self.retries, self.num_cpus
         )
-        runner = SweepRunner(sweep_dir, trials, options)
+        runner = SweepRunner(sweep_dir, trials, options)  # checks the options, writes nothing
+        writable_folder(sweep_dir, "--sweep-dir")
         write_sweep_record(
             sweep_dir, sweep_record(self.tasks, self.seeds, self.variants, self.config)
         )

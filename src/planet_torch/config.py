@@ -492,19 +492,23 @@ class Bound:
         return above and value <= self.high  # False for NaN
 
     def __str__(self) -> str:
-        low = "(" if self.low_open else "["
+        low, high = _number(self.low), _number(self.high)
         if self.low == self.high:
-            return f"{self.low:g}"
+            return low
         if math.isinf(self.high):
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
-        return f"in {low}{self.low:g}, {self.high:g}]"
+            return f"{'>' if self.low_open else '>='} {low}"
+        return f"in {'(' if self.low_open else '['}{low}, {high}]"
+
+
+def _number(x: float) -> str:
+    return str(int(x)) if math.isfinite(x) and float(x).is_integer() else f"{x:g}"
 
 
 AT_LEAST_1, AT_LEAST_0 = Bound(1), Bound(0)
 POSITIVE, UNIT = Bound(0, low_open=True), Bound(0, 1)
 
 BOUNDS: dict[str, dict[str, Bound]] = {
-    "": {"seed": AT_LEAST_0},
+    "": {"seed": Bound(0, 2**32 - 1)},
     "env": {
         "action_repeat": AT_LEAST_1,
         "episode_env_steps": AT_LEAST_1,

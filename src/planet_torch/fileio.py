@@ -72,3 +72,32 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def writable_file(path: Path, flag: str) -> Path:
+    """``path``, checked to be a file this process can write (its folder made where missing)
+    before any work whose result it is to hold; else a one-line :class:`UserError` naming
+    ``flag`` (minutes of random-policy episodes had ended in a traceback at the write)."""
+    if path.is_dir():
+        raise UserError(f"{flag} {path} is a folder; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(
+            f"cannot create {path.parent} ({error.strerror}); choose another {flag}"
+        ) from None
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UserError(f"cannot write {path} (permission denied); choose another {flag}")
+    return path
+
+
+def writable_folder(path: Path, flag: str) -> Path:
+    """``path`` as a folder this process can write in (made where missing), or a one-line
+    :class:`UserError` naming ``flag``."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"cannot create {path} ({error.strerror}); choose another {flag}") from None
+    if not os.access(path, os.W_OK):
+        raise UserError(f"cannot write in {path} (permission denied); choose another {flag}")
+    return path

@@ -264,6 +264,10 @@ class Sweep:
     def __init__(self, sweep_dir: Path, trials: Sequence[Trial], options: SweepOptions) -> None:
         if options.retries < 0 or options.cpus_per_trial <= 0 or options.gpus_per_trial < 0:
             raise UserError("--retries must be >= 0, --cpus-per-trial > 0, --gpus-per-trial >= 0")
+        if options.num_cpus is not None and options.num_cpus < 1:
+            raise UserError(
+                f"--num-cpus must be >= 1 (got {options.num_cpus}); leave it out for all"
+            )
         if options.address is not None:  # before the sweep folder exists: a typo writes nothing
             _check_reachable(options.address)
         self.dir = sweep_dir

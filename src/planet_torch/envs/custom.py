@@ -45,6 +45,7 @@ def make_custom_env(
     spec: TaskSpec, *, seed: int, action_repeat: int, max_policy_steps: int, image_size: int = 64
 ) -> Env:
     factory = load_factory(spec)
+    attribute = spec.env_id.partition(":")[2]
     offered = {
         "seed": seed,
         "action_repeat": action_repeat,
@@ -53,10 +54,23 @@ def make_custom_env(
     }
     try:
         parameters = inspect.signature(factory).parameters
-        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-        kwargs = {k: v for k, v in offered.items() if takes_all or k in parameters}
     except (TypeError, ValueError):  # a builtin or C callable: call it with the seed only
         kwargs = {"seed": seed}
+    else:
+        variadic = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+        takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+        kwargs = {k: v for k, v in offered.items() if takes_all or k in parameters}
+        unfilled = [
+            n
+            for n, p in parameters.items()
+            if p.default is p.empty and p.kind not in variadic and n not in kwargs
+        ]
+        if unfilled:  # it would fail at the call with a TypeError a user has to decode
+            raise UserError(
+                f"task {spec.name!r}: {attribute}() needs {', '.join(unfilled)}, which planet "
+                f"does not pass; it calls the factory with the keywords it declares among "
+                f"{', '.join(offered)} (give the others defaults)"
+            )
     env = factory(**kwargs)
     if isinstance(env, Env):
         got = (env.action_repeat, env.max_policy_steps, env.image_size)

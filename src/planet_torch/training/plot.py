@@ -23,7 +23,7 @@ from matplotlib.ticker import EngFormatter
 
 from planet_torch.config import TASKS
 from planet_torch.errors import UserError
-from planet_torch.fileio import atomic_write
+from planet_torch.fileio import atomic_write, writable_file
 from planet_torch.published import SOURCE, published, task_order
 from planet_torch.training.logging import read_metrics
 from planet_torch.training.run_dir import RunDir
@@ -232,6 +232,18 @@ def _draw_reference(ax: plt.Axes, task: str, reference: str, last_step: float) -
                 markersize=7,
                 label=f"{method} at {steps // 1000}k, {SOURCE.split(' (')[0]} ({value:g})",
             )
+
+
+def figure_file(path: Path, flag: str) -> Path:
+    """``path`` as a figure file matplotlib can write (png, pdf, svg, ...; no suffix: png) in
+    a folder this process can write, checked before any work; else a one-line
+    :class:`UserError` naming ``flag``."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    suffix = path.suffix.lstrip(".") or "png"
+    if suffix not in FigureCanvasBase.get_supported_filetypes():
+        raise UserError(f"{flag} {path}: no figure format .{suffix}; use .png, .pdf or .svg")
+    return writable_file(path, flag)
 
 
 def plot_runs(

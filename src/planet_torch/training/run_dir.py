@@ -149,6 +149,22 @@ def config_differences(a: Config, b: Config) -> list[str]:
     )
 
 
+RUN_ENTRIES = frozenset(
+    {
+        "train_episodes",
+        "test_episodes",
+        "checkpoints",
+        "videos",
+        "plots",
+        "tensorboard",
+        "metrics.jsonl",
+        "scores.json",
+        "machines.json",
+    }
+)
+"""What a run folder holds besides config.json (hidden lock and temp files aside)."""
+
+
 class RunDir:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -249,7 +265,22 @@ class RunDir:
             ) from None
 
     def prepare(self, cfg: Config) -> RunDir:
-        """Create the folder layout and write config.json, or check it matches an existing run."""
+        """Create the folder layout and write config.json, or check it matches an existing run.
+        A folder that holds no run but other files (``--run-dir .`` in a project, or an empty
+        ``--run-dir ''``, which is the current folder) is refused: a run would scatter its
+        files among them."""
+        if self.path.is_dir() and not self.exists():
+            foreign = sorted(
+                p.name
+                for p in self.path.iterdir()
+                if p.name not in RUN_ENTRIES and not p.name.startswith(".")
+            )
+            if foreign:
+                shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+                raise UserError(
+                    f"{self.path.resolve()} holds other files and no run ({shown}); "
+                    "choose a new or empty --run-dir"
+                )
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             for sub in (self.train_episodes, self.test_episodes, self.checkpoints, self.videos):
