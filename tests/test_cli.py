@@ -3,8 +3,11 @@ in one table (USER_ERRORS): one line, exit 2, nothing written. The table goes th
 own ``main`` in this process (36 fresh interpreters cost a minute of imports); the tests below it
 and test_troubleshooting run real subprocesses, so the entry point itself is covered too."""
 
+import json
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +63,7 @@ USER_ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
     "a NaN": ("train --preset debug --planner.train-noise nan --run-dir {tmp}/r", ("(got nan)",)),
     "a run folder that holds other files and no run": (
         "train --preset debug --run-dir {root}",
-        ("holds other files and no run (a-file, collected, ddpg, ...)", "--run-dir"),
+        ("holds other files and no run (a-file, badmachines, badrange, ...)", "--run-dir"),
     ),
     "a factory that needs what planet does not pass": (
         "train --preset debug --task py:os.path:join --run-dir {tmp}/r",
@@ -88,6 +91,24 @@ USER_ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "sweep on no CPUs": ("sweep --num-cpus 0 --sweep-dir {tmp}/s", ("--num-cpus must be >= 1",)),
     "doctor rendering no frames": ("doctor --render-frames 0", ("--render-frames must be >= 1",)),
+    # run folders damaged by hand (planet itself writes every file atomically)
+    "a config.json value of the wrong type": (
+        "eval --run-dir {badtype}",
+        ("badtype/config.json: config field seed is 'x', not int",),
+    ),
+    "a config.json value out of range": (
+        "inspect --run-dir {badrange} -o {tmp}/i",
+        ("badrange/config.json: model.cnn-depth must be >= 1 (got 0)",),
+    ),
+    "a damaged scores.json": (
+        "plot {badscores} -o {tmp}/p.png",
+        ("scores.json is unreadable", "planet eval --run-dir"),
+    ),
+    "a machines.json of another shape": (
+        "results {badmachines} --csv {tmp}/r.csv --curves {tmp}/c.csv --random {tmp}/x.csv "
+        "--figure {tmp}/f.png --docs",
+        ("machines.json holds a dict, not a list", "delete it"),
+    ),
     "cuda without cuda": (
         "train --preset debug --device cuda --run-dir {tmp}/r",
         ("CUDA",),
@@ -194,7 +215,17 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert planet_here(*collect).returncode == 0
     (root / "junk.pt").write_bytes(b"not a checkpoint")
     (root / "a-file").write_text("not a folder")
+    damaged = {  # copies of the PlaNet run, one file damaged by hand each
+        "badtype": lambda run: _edit_config(run, lambda c: c.update(seed="x")),
+        "badrange": lambda run: _edit_config(run, lambda c: c["model"].update(cnn_depth=0)),
+        "badscores": lambda run: (run / "scores.json").write_text("garbage"),
+        "badmachines": _scored_with_bad_machines,
+    }
+    for name, damage in damaged.items():
+        shutil.copytree(root / "planet", root / name, ignore=shutil.ignore_patterns(".*"))
+        damage(root / name)
     return {
+        **{name: root / name for name in damaged},
         "root": root,
         "ref": root / "planet",
         "ddpg": root / "ddpg",
@@ -202,6 +233,19 @@ def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "junk": root / "junk.pt",
         "file": root / "a-file",
     }
+
+
+def _scored_with_bad_machines(run: Path) -> None:
+    from planet_torch.training.evaluate import evaluate
+
+    evaluate(run, episodes=1, video=None)  # results reads only scored runs
+    (run / "machines.json").write_text("{}")
+
+
+def _edit_config(run: Path, edit: Callable[[dict], object]) -> None:
+    config = json.loads((run / "config.json").read_text())
+    edit(config)
+    (run / "config.json").write_text(json.dumps(config))
 
 
 @pytest.mark.parametrize("case", USER_ERRORS)

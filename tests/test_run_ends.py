@@ -73,6 +73,11 @@ def test_env_step_budget_run_killed_then_resumed_reaches_the_same_end(budget_run
     # finished and scored: a further --resume replays nothing
     again = planet_here("train", "--resume", "--run-dir", str(run))
     assert again.returncode == 0 and "final eval" not in again.stdout, again.stderr
+    # a scores.json damaged by hand: the resume scores the final model again, the same
+    (run / "scores.json").write_text("garbage")
+    rescored = planet_here("train", "--resume", "--run-dir", str(run))
+    assert rescored.returncode == 0 and "final eval" in rescored.stdout, rescored.stderr
+    assert json.loads((run / "scores.json").read_text())["returns"] == b["returns"]
 
 
 def test_plan_counts_the_work_of_a_budget_run():

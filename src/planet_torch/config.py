@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -785,11 +786,36 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
     unknown = set(data) - set(fields)
     if unknown:
         raise UserError(f"config has unknown field(s) {sorted(unknown)} for {cls.__name__}")
+    hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
         sub = _SECTIONS.get(name) if cls is Config else None
-        kwargs[name] = _from_dict(sub, value) if sub is not None else value
+        if sub is not None and isinstance(value, dict):
+            kwargs[name] = _from_dict(sub, value)
+        elif sub is None and _has_type(value, hints[name]):
+            kwargs[name] = value
+        else:  # a hand-edited file: say which field, before a run works with it
+            hint = hints[name]
+            expected = hint.__name__ if isinstance(hint, type) else str(hint)
+            expected = "a section" if sub is not None else expected.replace("typing.", "")
+            raise UserError(f"config field {name} is {value!r}, not {expected}")
     return cls(**kwargs)
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a config field's type (an int fits a float field)."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return value in typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, h) for h in typing.get_args(hint))
+    if hint in (bool, str, type(None)):
+        return type(value) is hint
+    if hint is int:
+        return type(value) is int
+    if hint is float:
+        return type(value) in (int, float)
+    return True
 
 
 _SECTIONS: dict[str, type] = {

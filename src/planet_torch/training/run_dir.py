@@ -149,6 +149,18 @@ def config_differences(a: Config, b: Config) -> list[str]:
     )
 
 
+def _read_json(path: Path, kind: type, fix: str) -> Any:
+    """The JSON value in ``path``, of type ``kind``, or a one-line :class:`UserError` ending in
+    ``fix`` (a file damaged by hand or by another tool, never by planet: it writes atomically)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{path} is unreadable ({error}); {fix}") from None
+    if not isinstance(value, kind):
+        raise UserError(f"{path} holds a {type(value).__name__}, not a {kind.__name__}; {fix}")
+    return value
+
+
 RUN_ENTRIES = frozenset(
     {
         "train_episodes",
@@ -212,7 +224,8 @@ class RunDir:
         """scores.json (``planet eval``, the end of a run), or None before the run is scored."""
         if not self.scores_path.exists():
             return None
-        scores: dict[str, Any] = json.loads(self.scores_path.read_text())
+        fix = f"delete it: planet eval --run-dir {self.path} writes it again"
+        scores: dict[str, Any] = _read_json(self.scores_path, dict, fix)
         return scores
 
     @property
@@ -223,7 +236,10 @@ class RunDir:
         """One entry per process that trained this run: ``from_updates`` and ``machine``."""
         if not self.machines_path.exists():
             return []
-        entries: list[dict[str, Any]] = json.loads(self.machines_path.read_text())
+        fix = "delete it (it only records which machines trained this run)"
+        entries: list[dict[str, Any]] = _read_json(self.machines_path, list, fix)
+        if not all(isinstance(e, dict) and "from_updates" in e for e in entries):
+            raise UserError(f"{self.machines_path} holds no list of machine entries; {fix}")
         return entries
 
     def record_machine(self, from_updates: int, **notes: Any) -> None:
@@ -255,14 +271,18 @@ class RunDir:
         return writer.acquire()  # a fresh folder: of two runs started at once, one refuses
 
     def load_config(self) -> Config:
+        """config.json, checked as a command line is (types, then ranges): a hand-edited value
+        a run could not use is one line naming it, before any command works with it."""
         if not self.config_path.exists():
             raise UserError(f"{self.path} is not a run folder (no config.json); check --run-dir")
         try:
-            return Config.from_dict(json.loads(self.config_path.read_text()))
+            return Config.from_dict(json.loads(self.config_path.read_text())).validate()
         except (json.JSONDecodeError, TypeError) as error:
             raise UserError(
                 f"{self.config_path} is unreadable ({error}); check --run-dir"
             ) from None
+        except UserError as error:
+            raise UserError(f"{self.config_path}: {error}") from None
 
     def prepare(self, cfg: Config) -> RunDir:
         """Create the folder layout and write config.json, or check it matches an existing run.

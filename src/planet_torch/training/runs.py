@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from planet_torch.config import Config, override, preset
+from planet_torch.errors import UserError
 from planet_torch.published import published
 from planet_torch.training.base import BaseTrainer, Rates, projected_seconds
 from planet_torch.training.evaluate import evaluate
@@ -50,7 +51,10 @@ def _train_then_score(trainer: BaseTrainer) -> dict[str, Any]:
     summary = trainer.train()
     episodes = trainer.cfg.schedule.final_eval_episodes
     if summary["finished"] and episodes > 0:
-        scores = trainer.run.scores()
+        try:
+            scores = trainer.run.scores()
+        except UserError:  # damaged by hand: the eval below writes it again
+            scores = None
         if scores is None or (scores.get("updates"), scores.get("episodes")) != (
             summary["updates"],
             episodes,
