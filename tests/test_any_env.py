@@ -128,6 +128,8 @@ def test_the_example_env_trains_through_the_api_and_acts(tmp_path: Path, monkeyp
     env.close()
     with pytest.raises(UserError, match="holds no run"):
         planet_torch.load_run(tmp_path / "nothing")
+    with pytest.raises(UserError, match="'gpu': use auto, cpu or cuda"):  # not torch's list
+        planet_torch.load_run(tmp_path / "custom", device="gpu")
     assert "planet_torch.api" in sys.modules
 
 

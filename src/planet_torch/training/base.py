@@ -23,6 +23,7 @@ import abc
 import math
 import os
 import random
+import re
 import signal
 import sys
 import threading
@@ -65,10 +66,14 @@ from planet_torch.training.video import write_video
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA where there is one), ``cpu``, ``cuda`` or ``cuda:N``; anything else, or
+    CUDA on a machine without it, is a :class:`UserError`."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but this machine has no usable CUDA; use --device cpu")
+    if name != "cpu" and not re.fullmatch(r"cuda(:\d+)?", name):
+        raise UserError(f"device {name!r}: use auto, cpu or cuda (cuda:N for one GPU of several)")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {name}, but this machine has no usable CUDA; use --device cpu")
     return torch.device(name)
 
 
