@@ -192,3 +192,20 @@ def test_max_hours_stops_with_a_checkpoint_and_resume_goes_on(tmp_path):
         ]
 
     assert losses(tmp_path / "run") == losses(tmp_path / "whole")
+
+
+def test_a_resume_missing_an_episode_file_says_which_and_why(tmp_path):
+    """An episode file cut short by hand (planet writes atomically): the resume warns about
+    the file and stops in one line when it reaches the gap, instead of training on without it."""
+    cfg = override(
+        DEBUG, task="cartpole-balance", schedule={"total_updates": 3, "final_eval_episodes": 0}
+    )
+    Trainer(cfg, tmp_path / "run", progress=False).train()
+    episode = tmp_path / "run" / "train_episodes" / "000001-len10.npz"
+    episode.write_bytes(episode.read_bytes()[:300])
+    longer = override(cfg, schedule={"total_updates": 6})
+    with (
+        pytest.warns(UserWarning, match="skipping unreadable episode file"),
+        pytest.raises(UserError, match=r"missing episodes before #\d+: .* or is unreadable"),
+    ):
+        Trainer(longer, tmp_path / "run", resume=True, progress=False).train()

@@ -427,7 +427,8 @@ class BaseTrainer(abc.ABC):
             return store[index]
         if index > len(store):
             raise UserError(
-                f"{split}_episodes/ is missing episodes before #{index}; was a file deleted?"
+                f"{split}_episodes/ is missing episodes before #{index}: a file was deleted, or "
+                "is unreadable (a warning above names it); restore it, or start a new run"
             )
         seed = episode_seed(self.cfg.seed, split, index, self.cfg.task_count)
         agent = self._make_agent(seed, noise, test=split == "test")
