@@ -87,10 +87,10 @@ def test_actor_is_a_tanh_gaussian_with_the_original_init() -> None:
     assert stuck["actor_tanh_slope"].item() < 1e-3
 
 
-def _small_learner() -> tuple[WorldModel, DreamerLearner, State]:
+def _small_learner(kind: str = "rssm") -> tuple[WorldModel, DreamerLearner, State]:
     """A small world model, its Dreamer learner and posterior states [5, 3, ...] to imagine from."""
     torch.manual_seed(0)
-    cfg = override(RUN, dreamer=SMALL)
+    cfg = override(RUN, dreamer=SMALL, model={"kind": kind})
     model = WorldModel(cfg, action_size=1)
     learner = DreamerLearner(model, cfg.dreamer)
     posterior = model.rssm.observe(
@@ -99,10 +99,11 @@ def _small_learner() -> tuple[WorldModel, DreamerLearner, State]:
     return model, learner, posterior
 
 
-def test_gradients_reach_the_actor_through_the_dynamics_and_nothing_else() -> None:
+@pytest.mark.parametrize("kind", ["rssm", "ssm"])  # ssm: no belief ([..., 0]; had crashed)
+def test_gradients_reach_the_actor_through_the_dynamics_and_nothing_else(kind: str) -> None:
     """The actor loss trains the actor only (not the world model, not the value); the value
     loss trains the value only, against detached targets."""
-    model, learner, posterior = _small_learner()
+    model, learner, posterior = _small_learner(kind)
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     actor_before = [p.detach().clone() for p in learner.actor.parameters()]
     value_before = [p.detach().clone() for p in learner.value.parameters()]
@@ -120,7 +121,7 @@ def test_gradients_reach_the_actor_through_the_dynamics_and_nothing_else() -> No
     )
     # The actor's gradient comes through the imagined dynamics: with the reward head and the
     # value cut off from the features it would be zero.
-    start = posterior.detach().map(lambda x: x.reshape(-1, x.shape[-1]))
+    start = posterior.detach().map(lambda x: x.flatten(0, -2))
     features = learner.imagine(start, torch.Generator().manual_seed(3))
     learner.actor.zero_grad()
     features.sum().backward()

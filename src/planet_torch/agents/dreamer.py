@@ -220,7 +220,9 @@ class DreamerLearner:
     def update(self, posterior: State, generator: torch.Generator | None) -> dict[str, float]:
         """One actor and one value step from posterior states [T, B, ...] (detached here)."""
         cfg = self.cfg
-        start = posterior.detach().map(lambda x: x.reshape(-1, x.shape[-1]))  # [T·B, ...]
+        start = posterior.detach().map(
+            lambda x: x.flatten(0, -2)
+        )  # [T·B, ...] (SSM: belief [T·B, 0])
         self.actor.train()
         with frozen(self.model, self.value):  # the actor's loss trains the actor alone
             with self._autocast():
