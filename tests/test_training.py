@@ -4,6 +4,7 @@ import json
 import math
 import os
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -259,6 +260,17 @@ def test_inspect_writes_a_report_of_real_figures(reference, tmp_path):
     assert len(numbers["state_r2"]) == 5 and len(numbers["kl_per_dim"]) == 4  # cartpole, debug
     assert len(numbers["reward_drift_mae"]) == 4  # --horizon 4 decisions imagined
     assert "true-simulator planner" in report  # cartpole is a dm_control task: shown beside
+    # the random-action ablation (planner.iterations 0) has no search to draw (had crashed)
+    random_run = tmp_path / "random"
+    shutil.copytree(reference, random_run, ignore=shutil.ignore_patterns(".*"))
+    config = json.loads((random_run / "config.json").read_text())
+    config["planner"]["iterations"] = 0
+    (random_run / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "inspect-random"
+    result = planet_here("inspect", "--run-dir", str(random_run), "-o", str(out), *args)
+    assert result.returncode == 0, result.stderr
+    assert "planner_0000.png" not in (out / "report.html").read_text()
+    assert "no search to show" in json.loads((out / "numbers.json").read_text())["planner"]
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path):

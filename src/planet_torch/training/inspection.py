@@ -596,5 +596,8 @@ def inspect_run(
         top_k=max(1, sim_candidates // 10),
         iterations=sim_iterations,
     )
-    _planner(cfg, model, torch_device, list(planner_steps), sim_planner, out, report)
+    if cfg.planner.iterations == 0:  # the random-action ablation: no search to draw
+        report.numbers["planner"] = "random actions (planner.iterations 0): no search to show"
+    else:
+        _planner(cfg, model, torch_device, list(planner_steps), sim_planner, out, report)
     return _write_html(report, out)
