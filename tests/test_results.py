@@ -207,3 +207,18 @@ def test_a_variant_keeps_its_colour_in_every_panel():
     assert few["planet"] == many["planet"] == "#1f77b4"  # the preset: first in the cycle
     assert few["dreamer"] == many["dreamer"]  # "dreamer" sorts before the others either way
     assert len(set(many.values())) == 4
+
+
+def test_a_curve_of_one_test_phase_shows_as_a_point():
+    """A run with one test phase so far (a line of one point draws nothing) gets a marker."""
+    import matplotlib.pyplot as plt
+
+    from planet_torch.training.plot import Curve, _draw_variant
+
+    fig, ax = plt.subplots()
+    one = Curve("t", "planet", 0, np.array([320]), np.array([6.1]))
+    two = Curve("t", "ssm", 0, np.array([320, 400]), np.array([6.1, 7.0]))
+    _draw_variant(ax, "planet", [one], "C0")
+    _draw_variant(ax, "ssm", [two], "C1")
+    assert [line.get_marker() for line in ax.get_lines()] == ["o", "None"]
+    plt.close(fig)

@@ -182,7 +182,8 @@ def _draw_variant(ax: plt.Axes, variant: str, runs: list[Curve], color: str) -> 
     )
     mean = np.nanmean(table, axis=0)
     label = f"{variant} ({len(runs)} seed{'s' if len(runs) > 1 else ''})"
-    ax.plot(grid, mean, label=label, color=color)
+    marker = "o" if len(grid) == 1 else None  # one test phase so far: a line would not show
+    ax.plot(grid, mean, label=label, color=color, marker=marker)
     if len(runs) > 1:
         ax.fill_between(grid, np.nanmin(table, 0), np.nanmax(table, 0), alpha=0.2, color=color)
     return color
