@@ -108,3 +108,17 @@ def test_disk_full_is_a_one_line_error_and_keeps_every_complete_episode(tmp_path
                 assert episode["image"].shape == (126, 64, 64, 3)
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_an_egl_device_this_machine_lacks_is_named_with_its_fix(monkeypatch):
+    """MUJOCO_EGL_DEVICE_ID beyond the machine's GPUs: dm_control's own message, and the fix
+    for it (not the EGL install line, which fits a missing library)."""
+    from planet_torch.envs.headless import gl_errors
+    from planet_torch.errors import UserError
+
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    message = "MUJOCO_EGL_DEVICE_ID must be an integer between 0 and 0 (inclusive), got 7."
+    with pytest.raises(UserError) as error, gl_errors("importing dm_control"):
+        raise RuntimeError(message)
+    assert message in str(error.value) and "unset MUJOCO_EGL_DEVICE_ID" in str(error.value)
+    assert "apt-get" not in str(error.value)

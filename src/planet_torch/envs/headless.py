@@ -108,6 +108,8 @@ def gl_errors(what: str) -> Iterator[None]:
         if backend == "osmesa":
             hint += f", or unset MUJOCO_GL to use EGL (`{_INSTALL['egl']}`)"
         reason = " ".join(f"{type(error).__name__}: {error}".split())[:200]
+        if "MUJOCO_EGL_DEVICE_ID" in reason:  # a GPU index this machine does not have
+            hint = "unset MUJOCO_EGL_DEVICE_ID, or set it to one of the GPUs the error names"
         raise UserError(f"{what} failed with MUJOCO_GL={backend} ({reason}); {hint}") from error
 
 
