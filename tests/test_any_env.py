@@ -155,7 +155,9 @@ def test_an_early_termination_still_fills_a_chunk() -> None:
 
 
 def test_doctor_checks_a_named_task() -> None:
-    from planet_torch.doctor import check_task
+    from planet_torch.doctor import check_task, task_list
+
+    assert task_list(("dmc:a,gym:B-v1", "py:m:f", ",")) == ["dmc:a", "gym:B-v1", "py:m:f"]
 
     good = check_task("dmc:pendulum-swingup", steps=5)
     assert good.ok and "real 64×64 frames" in good.detail, good.detail

@@ -95,7 +95,8 @@ class Doctor:
     render_frames: int = 200
     """Frames rendered to measure the MuJoCo render speed."""
     tasks: tuple[str, ...] = ()
-    """Also build these tasks and check their frames (e.g. dmc:walker-run gym:Pendulum-v1)."""
+    """Also build these tasks and check their frames (e.g. dmc:walker-run gym:Pendulum-v1, or
+    comma-separated as sweep takes them)."""
 
     def run(self) -> int:
         from planet_torch.doctor import run_checks

@@ -281,6 +281,11 @@ def check_task(task: str, steps: int = 50) -> Result:
     )
 
 
+def task_list(items: tuple[str, ...]) -> list[str]:
+    """``--tasks a b`` or ``--tasks a,b`` (as sweep and random-policy take them): the names."""
+    return [task for item in items for task in item.split(",") if task]
+
+
 def run_checks(run_dir: Path, render_frames: int = 200, tasks: tuple[str, ...] = ()) -> int:
     checks: list[tuple[str, Callable[[], Result]]] = [
         ("python", check_python),
@@ -292,7 +297,7 @@ def run_checks(run_dir: Path, render_frames: int = 200, tasks: tuple[str, ...] =
         ("memory", check_memory),
         ("disk", lambda: check_disk(run_dir)),
     ]
-    checks += [("task", lambda task=task: check_task(task)) for task in tasks]  # type: ignore[misc]
+    checks += [("task", lambda task=task: check_task(task)) for task in task_list(tasks)]  # type: ignore[misc]
     failed = 0
     for name, check in checks:
         result = check()
