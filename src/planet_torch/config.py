@@ -729,8 +729,8 @@ class Config:
                 "loss.free-nats-over must be element or batch",
             ),
             (
-                self.loss.overshooting_distance == 0
-                or 1 <= self.loss.overshooting_first_distance <= self.loss.overshooting_distance,
+                self.loss.overshooting_distance == 0  # (>= 1 is its bound)
+                or self.loss.overshooting_first_distance <= self.loss.overshooting_distance,
                 "loss.overshooting-first-distance must be in 1..loss.overshooting-distance",
             ),
             (
@@ -742,7 +742,7 @@ class Config:
                 "dreamer.compute-dtype must be auto, float32 or bfloat16",
             ),
             (
-                1 <= self.planner.top_k <= self.planner.candidates,
+                self.planner.top_k <= self.planner.candidates,  # (>= 1 is its bound)
                 f"planner.top-k ({self.planner.top_k}) must be in 1..planner.candidates "
                 f"({self.planner.candidates})",
             ),
@@ -796,8 +796,12 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
             kwargs[name] = value
         else:  # a hand-edited file: say which field, before a run works with it
             hint = hints[name]
-            expected = hint.__name__ if isinstance(hint, type) else str(hint)
-            expected = "a section" if sub is not None else expected.replace("typing.", "")
+            if sub is not None:
+                expected = "a section"
+            elif isinstance(hint, type):
+                expected = hint.__name__
+            else:
+                expected = str(hint).replace("typing.", "")
             raise UserError(f"config field {name} is {value!r}, not {expected}")
     return cls(**kwargs)
 

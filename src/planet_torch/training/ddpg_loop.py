@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from planet_torch.agents.base import Agent
-from planet_torch.agents.ddpg import DDPG, DDPGAgent, DDPGNetworks, validate_ddpg
+from planet_torch.agents.ddpg import DDPG, DDPGAgent, DDPGNetworks
 from planet_torch.config import Config
 from planet_torch.envs import Env
 from planet_torch.errors import UserError
@@ -73,9 +73,6 @@ class DDPGTrainer(BaseTrainer):
         # (updates, train_collected) of the last checkpoint: skip a save when nothing changed.
         self._saved_at = (self.counters.updates, self.counters.train_collected) if resume else None
         self.updates_due = 0
-
-    def _validate(self) -> None:
-        validate_ddpg(self.cfg.ddpg)
 
     def _build(self) -> None:
         self.learner = DDPG(self.cfg.ddpg, self.env.action_size, self.env.state_size, self.device)

@@ -44,7 +44,7 @@ from planet_torch.config import Config, PlannerConfig
 from planet_torch.envs import make_env
 from planet_torch.envs.dmc import DmcEnv
 from planet_torch.errors import UserError
-from planet_torch.fileio import atomic_write, atomic_write_text
+from planet_torch.fileio import atomic_write, atomic_write_text, writable_folder
 from planet_torch.models import State, WorldModel, postprocess
 from planet_torch.models.latent import kl_normal_per_dim
 from planet_torch.planning.cem import CEMIteration
@@ -568,10 +568,7 @@ def inspect_run(
     model = trained_world_model(cfg, state, test.action.shape[-1], probe, torch_device)
     updates = state["counters"]["updates"]
     out = output if output is not None else run.path / f"inspect-{updates:07d}"
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise UserError(f"cannot create {out} ({error.strerror}); choose another -o") from None
+    writable_folder(out, "-o")
     report = Report(f"{cfg.task} ({cfg.variant}) after {updates} updates — {run.path.name}")
     report.numbers |= {"task": cfg.task, "updates": updates, "test_episode": tests[-1].name}
     g = counter_generator(torch_device, cfg.seed, 777)
