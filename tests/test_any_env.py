@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -216,3 +217,16 @@ def test_the_readme_python_example_runs_as_written(tmp_path: Path, monkeypatch, 
     score = float(capsys.readouterr().out.strip().splitlines()[-1])
     assert np.isfinite(score)
     assert (tmp_path / "runs" / "pendulum" / "scores.json").exists()
+
+
+def test_train_checks_a_python_config_before_it_makes_a_folder(tmp_path: Path) -> None:
+    from planet_torch import train
+
+    for cfg, needle in [
+        (override(DEBUG, seed=np.int64(1)), "seed must be an int (got np.int64(1))"),
+        (override(DEBUG, model={"kind": "gru"}), "model.kind must be one of 'rssm', 'ssm'"),
+        (DEBUG.to_dict(), "cfg must be a Config"),
+    ]:
+        with pytest.raises(UserError, match=re.escape(needle)):
+            train(cfg, tmp_path / "run")  # type: ignore[arg-type]
+        assert not (tmp_path / "run").exists()

@@ -94,7 +94,7 @@ USER_ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
     # run folders damaged by hand (planet itself writes every file atomically)
     "a config.json value of the wrong type": (
         "eval --run-dir {badtype}",
-        ("badtype/config.json: config field seed is 'x', not int",),
+        ("badtype/config.json: config field seed is 'x', not an int",),
     ),
     "a config.json value out of range": (
         "inspect --run-dir {badrange} -o {tmp}/i",

@@ -4,6 +4,7 @@ import dataclasses
 import math
 import typing
 
+import numpy as np
 import pytest
 
 from planet_torch.config import (
@@ -149,6 +150,65 @@ def test_a_value_outside_its_bound_is_a_one_line_user_error(section: str, name: 
         check_bounds(dataclasses.replace(values, **{name: bound.high}), section)
     if bound.inf_ok:  # a clip norm or time limit of inf: none
         check_bounds(dataclasses.replace(values, **{name: math.inf}), section)
+
+
+FIELDS = [
+    (section, f.name)
+    for section, kind in _sections().items()
+    for f in dataclasses.fields(kind)
+    if not (section == "" and f.name in _sections())
+]
+"""Every setting of every section as (section, field)."""
+
+
+@pytest.mark.parametrize(("section", "name"), FIELDS, ids=[f"{s}.{n}" for s, n in FIELDS])
+def test_a_value_of_the_wrong_type_is_a_one_line_user_error(section: str, name: str):
+    """What the command line and config.json refuse, a config made in Python is refused too,
+    by ``validate`` (which ``train`` runs), with the flag's name: a string for a number, a
+    number for a string or a choice, a float for an int, a numpy int."""
+    hint = typing.get_type_hints(_sections()[section])[name]
+    kinds = set(typing.get_args(hint) or (hint,)) - {type(None)}
+    if typing.get_origin(hint) is typing.Literal:
+        wrong: list[object] = [3, "no-such-choice"]
+    elif kinds <= {str}:
+        wrong = [3]
+    elif kinds <= {bool}:
+        wrong = [1, "yes"]
+    elif kinds <= {int}:
+        wrong = ["2", 2.0, True, np.int64(2)]
+    elif kinds <= {float}:
+        wrong = ["0.5", True]
+    else:  # a tuple of names (env.state_components): no fixed type to check
+        assert typing.get_origin(hint) is tuple, hint
+        return
+    for value in wrong:
+        cfg = override(DEBUG, **({name: value} if not section else {section: {name: value}}))
+        with pytest.raises(UserError) as error:
+            cfg.validate()
+        message = str(error.value)
+        assert message.startswith(f"{flag_name(section, name)} must be "), message
+        assert f"(got {value!r})" in message and "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"sed": 1}, "Config has no field 'sed'; did you mean seed?"),
+        ({"cnn_depth": 4}, "it belongs to model={'cnn_depth': ...} or ddpg="),
+        ({"model": {"learning_rate": 1e-3}}, "belongs to optim={'learning_rate': ...}"),
+        ({"model": {"seed": 1}}, "it is one of Config's own: override(cfg, seed=...)"),
+        (
+            {"model": {"cnn_dept": 1}},
+            "ModelConfig has no field 'cnn_dept'; did you mean cnn_depth?",
+        ),
+        ({"model": {"zzz": 1}}, "its fields: kind, "),
+        ({"model": 3}, "model= takes a dict of its fields"),
+    ],
+)
+def test_override_names_where_a_setting_belongs(changes: dict, needle: str):
+    with pytest.raises(UserError, match=r"^override: ") as error:
+        override(DEBUG, **changes)
+    assert needle in str(error.value), error.value
 
 
 def test_flag_names_are_the_command_line_spellings():

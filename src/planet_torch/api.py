@@ -45,6 +45,11 @@ def train(
 ) -> dict[str, Any]:
     """Train (or, with ``resume``, continue) the run of ``cfg`` in ``run_dir``, then score it;
     returns the summary ``planet train`` prints (updates, env steps, test returns, score)."""
+    if not isinstance(cfg, Config):
+        raise UserError(
+            f"train: cfg must be a Config, e.g. override(preset('cpu'), task=...) "
+            f"(got {type(cfg).__name__}; a config.json's dict: Config.from_dict(d))"
+        )
     return train_and_score(cfg, Path(run_dir), resume=resume, progress=progress)
 
 

@@ -18,6 +18,7 @@ exists for tests. Config objects are immutable: derive a variant with ``dataclas
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
 import types
@@ -707,6 +708,9 @@ class Config:
 
     def validate(self) -> Config:
         """Check values a user can get wrong; raise :class:`UserError` with what to do."""
+        check_types(self, "")
+        for section in _SECTIONS:
+            check_types(getattr(self, section), section)
         check_bounds(self, "")
         for section in _SECTIONS:
             check_bounds(getattr(self, section), section)
@@ -781,6 +785,36 @@ class Config:
         return _from_dict(cls, data)
 
 
+def check_types(values: Any, section: str) -> None:
+    """Raise :class:`UserError` for the first field of ``values`` (a config section, or the
+    whole Config for ``section=""``) whose value is not of its declared type: what the command
+    line and config.json already enforce, for configs made in Python (``override(cfg,
+    seed=np.int64(1))`` or ``model={"kind": "gru"}`` would otherwise fail deep in a run, or
+    never)."""
+    hints = typing.get_type_hints(type(values))
+    for f in dataclasses.fields(values):
+        value, hint = getattr(values, f.name), hints[f.name]
+        sub = _SECTIONS.get(f.name) if section == "" else None
+        if sub is not None:
+            if not isinstance(value, sub):
+                raise UserError(f"{f.name} must be a {sub.__name__} (got {value!r})")
+        elif not _has_type(value, hint):
+            raise UserError(
+                f"{flag_name(section, f.name)} must be {_type_text(hint)} (got {value!r})"
+            )
+
+
+def _type_text(hint: Any) -> str:
+    """A field's type as a message says it: ``an int``, ``one of 'rssm', 'ssm'``."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(h) for h in typing.get_args(hint))
+    names = {int: "an int", float: "a number", bool: "True or False", str: "a string"}
+    return names.get(hint, "None" if hint is type(None) else str(hint).replace("typing.", ""))
+
+
 def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(fields)
@@ -795,13 +829,7 @@ def _from_dict(cls: Any, data: dict[str, Any]) -> Any:
         elif sub is None and _has_type(value, hints[name]):
             kwargs[name] = value
         else:  # a hand-edited file: say which field, before a run works with it
-            hint = hints[name]
-            if sub is not None:
-                expected = "a section"
-            elif isinstance(hint, type):
-                expected = hint.__name__
-            else:
-                expected = str(hint).replace("typing.", "")
+            expected = "a section" if sub is not None else _type_text(hints[name])
             raise UserError(f"config field {name} is {value!r}, not {expected}")
     return cls(**kwargs)
 
@@ -831,12 +859,45 @@ _SECTIONS: dict[str, type] = {
 
 
 def override(cfg: Config, **sections: Any) -> Config:
-    """``override(cfg, model={"belief_size": 100}, task="x")``: a new config, ``cfg`` untouched."""
+    """``override(cfg, model={"belief_size": 100}, task="x")``: a new config, ``cfg`` untouched.
+    A name Config does not have is a :class:`UserError` that says where it belongs (values are
+    checked by :meth:`Config.validate`, which ``train`` runs)."""
+    for name, value in sections.items():
+        if name in _SECTIONS:
+            if not isinstance(value, dict):
+                raise UserError(
+                    f"override: {name}= takes a dict of its fields, e.g. "
+                    f"{name}={{{_field_names(_SECTIONS[name])[0]!r}: ...}} (got {value!r})"
+                )
+            for key in value:
+                if key not in _field_names(_SECTIONS[name]):
+                    raise UserError(f"override: {_unknown_field(key, name)}")
+        elif name not in _field_names(Config):
+            raise UserError(f"override: {_unknown_field(name, '')}")
     top = {k: v for k, v in sections.items() if k not in _SECTIONS}
     nested = {
         k: dataclasses.replace(getattr(cfg, k), **v) for k, v in sections.items() if k in _SECTIONS
     }
     return dataclasses.replace(cfg, **top, **nested)
+
+
+def _field_names(kind: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(kind)]
+
+
+def _unknown_field(name: str, section: str) -> str:
+    """What to say of a field name Config lacks: the section that has it, or close names."""
+    where = Config if not section else _SECTIONS[section]
+    text = f"{where.__name__} has no field {name!r}"
+    if section and name in _field_names(Config) and name not in _SECTIONS:
+        return f"{text}; it is one of Config's own: override(cfg, {name}=...)"
+    homes = [s for s, kind in _SECTIONS.items() if s != section and name in _field_names(kind)]
+    if homes:
+        return f"{text}; it belongs to " + " or ".join(f"{s}={{{name!r}: ...}}" for s in homes)
+    close = difflib.get_close_matches(name, _field_names(where), n=3)
+    if close:
+        return f"{text}; did you mean {', '.join(close)}?"
+    return f"{text}; its fields: {', '.join(_field_names(where))}"
 
 
 # ---------------------------------------------------------------------------------------------
