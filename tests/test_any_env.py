@@ -131,6 +131,11 @@ def test_the_example_env_trains_through_the_api_and_acts(tmp_path: Path, monkeyp
         planet_torch.load_run(tmp_path / "nothing")
     with pytest.raises(UserError, match="'gpu': use auto, cpu or cuda"):  # not torch's list
         planet_torch.load_run(tmp_path / "custom", device="gpu")
+    for seed in (-1, 2**32, 1.0):  # numpy's own words had named neither the call nor the range
+        with pytest.raises(UserError, match=re.escape(f"in [0, 4294967295] (got {seed!r})")):
+            run.agent(seed=seed)  # type: ignore[arg-type]
+        with pytest.raises(UserError, match="seed must be an int"):
+            run.make_env(seed=seed)  # type: ignore[arg-type]
     assert "planet_torch.api" in sys.modules
 
 

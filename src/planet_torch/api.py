@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from planet_torch.agents.base import Agent
-from planet_torch.config import Config
+from planet_torch.config import BOUNDS, Config
 from planet_torch.envs import Env, make_env
 from planet_torch.errors import UserError
 from planet_torch.models import WorldModel
@@ -69,7 +69,7 @@ class LoadedRun:
 
     def make_env(self, seed: int = 0) -> Env:
         """An env of the run's task, action repeat and episode length (close it when done)."""
-        return make_env(self.config, seed=seed)
+        return make_env(self.config, seed=_checked_seed(seed))
 
     def world_model(self) -> WorldModel:
         """The trained world model of a PlaNet run (eval mode)."""
@@ -81,10 +81,19 @@ class LoadedRun:
     def agent(self, seed: int = 0) -> Agent:
         """A noise-free agent (the one ``planet eval`` plays): ``reset()`` before each episode,
         then ``act(observation)`` -> action in [-1, 1]; its planner draws from ``seed``."""
+        seed = _checked_seed(seed)
         with self.make_env() as env:
             return agent_factory(self.config, self.checkpoint, env, self.device)(
                 episode_seed(seed, "eval", 0, self.config.task_count)
             )
+
+
+def _checked_seed(seed: int) -> int:
+    """A seed as ``Config.seed`` takes it (an int in [0, 2^32 - 1]), or a :class:`UserError`."""
+    bound = BOUNDS[""]["seed"]
+    if type(seed) is not int or not bound.admits(seed):
+        raise UserError(f"seed must be an int {bound} (got {seed!r})")
+    return seed
 
 
 def load_run(path: str | Path, device: str = "auto") -> LoadedRun:
