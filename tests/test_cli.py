@@ -90,6 +90,14 @@ USER_ERRORS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("cannot create", "choose another --sweep-dir"),
     ),
     "sweep on no CPUs": ("sweep --num-cpus 0 --sweep-dir {tmp}/s", ("--num-cpus must be >= 1",)),
+    "a sweep given --task": (  # every trial would have replaced it with --tasks' default
+        "sweep --preset debug --task cheetah-run --sweep-dir {tmp}/s",
+        ("planet sweep takes --tasks cheetah-run (comma-separated), not --task cheetah-run",),
+    ),
+    "a sweep given --seed": (
+        "sweep --preset debug --seed 3 --sweep-dir {tmp}/s",
+        ("takes --seeds 3 (comma-separated), not --seed 3",),
+    ),
     "doctor rendering no frames": ("doctor --render-frames 0", ("--render-frames must be >= 1",)),
     # run folders damaged by hand (planet itself writes every file atomically)
     "a config.json value of the wrong type": (

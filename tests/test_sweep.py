@@ -1,6 +1,7 @@
 """`planet sweep` on a real local Ray cluster: trials, skip on re-run, a failing trial reported."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,33 @@ def test_seeds_and_variants_become_configs() -> None:
     assert {(t.task, t.seed) for t in trials} == {
         (task, seed) for task in ("cartpole-balance", "cheetah-run") for seed in (0, 1)
     }
-    (dreamer,) = plan_trials(DEBUG, "cartpole-balance", "0", "dreamer")
+    dreamer, ddpg = plan_trials(DEBUG, "cartpole-balance", "0", "dreamer,ddpg")
     assert dreamer.config.algo == dreamer.config.variant == "dreamer"
+    assert ddpg.config.algo == "ddpg" and ddpg.name == "cartpole-balance-ddpg-seed0"
+    # flags that would make a trial another variant than its name says are refused
+    for flags, variants, needle in [
+        (
+            {"algo": "ddpg"},
+            "planet,ssm",
+            "--variants planet: with --algo ddpg its trials would run the ddpg",
+        ),
+        (
+            {"model": {"kind": "ssm"}},
+            "planet",
+            "with --model.kind ssm its trials would run the ssm",
+        ),
+        (
+            {"planner": {"iterations": 0}},
+            "ssm",
+            "with --planner.iterations 0 its trials would run the random",
+        ),
+    ]:
+        with pytest.raises(UserError, match=re.escape(needle)):
+            plan_trials(override(DEBUG, **flags), "cartpole-balance", "0", variants)
+    (pixels,) = plan_trials(
+        override(DEBUG, ddpg={"obs": "pixels"}), "cartpole-balance", "0", "ddpg"
+    )
+    assert pixels.config.variant == "ddpg-pixels"
     with pytest.raises(UserError, match="unknown variant"):
         plan_trials(DEBUG, "cartpole-balance", "0", "planet,ppo")
     with pytest.raises(UserError, match="unknown task"):

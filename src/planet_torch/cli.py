@@ -373,7 +373,8 @@ class Sweep:
     seeds: str = "0"
     """Seeds: a range 0-4, a list 0,1,5, or both 0-2,9."""
     variants: str = "planet"
-    """Comma-separated: planet (the RSSM), ssm (purely stochastic), deterministic, random."""
+    """Comma-separated: planet (the RSSM), ssm (purely stochastic), deterministic, random
+    (the paper's ablations), dreamer (a latent actor-critic), ddpg (the model-free baseline)."""
     sweep_dir: Path | None = None
     """Sweep folder; default runs/sweep-<preset>."""
     address: str | None = None
@@ -393,6 +394,15 @@ class Sweep:
         from planet_torch.sweep import SweepOptions, plan_trials, sweep_record, write_sweep_record
 
         sweep_dir = self.sweep_dir or Path("runs") / f"sweep-{self.preset}"
+        defaults = preset(self.preset)
+        for flag, given, default, instead in [
+            ("--task", self.config.task, defaults.task, "--tasks"),
+            ("--seed", self.config.seed, defaults.seed, "--seeds"),
+        ]:
+            if given != default:  # else every trial would quietly replace it
+                raise UserError(
+                    f"planet sweep takes {instead} {given} (comma-separated), not {flag} {given}"
+                )
         trials = plan_trials(self.config, self.tasks, self.seeds, self.variants)
         options = SweepOptions(
             self.address, self.cpus_per_trial, self.gpus_per_trial, self.retries, self.num_cpus

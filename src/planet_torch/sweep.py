@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "deterministic": {"model": {"mean_only": True}, "loss": {"kl_scale": 0.0}},
     "random": {"planner": {"iterations": 0, "train_noise": 1.0}},  # original: README
     "dreamer": {"algo": "dreamer"},  # the same world model, a latent actor-critic for CEM
+    "ddpg": {"algo": "ddpg"},  # the model-free baseline (ddpg.obs: from states or pixels)
 }
 
 
@@ -101,9 +102,33 @@ def plan_trials(base: Config, tasks: str, seeds: str, variants: str) -> list[Tri
         for variant in variant_names:
             for seed in parse_seeds(seeds):
                 cfg = override(base, task=task, seed=seed, **VARIANTS[variant]).validate()
+                _check_variant(cfg, variant, base)
                 name = f"{task_slug(task)}-{variant}-seed{seed}"
                 trials.append(Trial(name, task, variant, seed, cfg))
     return trials
+
+
+def _check_variant(cfg: Config, variant: str, base: Config) -> None:
+    """A trial runs the variant its name says: config flags that make another one of it (``--algo
+    ddpg`` with ``--variants planet,ssm``: two DDPG runs named planet and ssm) are refused."""
+    runs = cfg.variant
+    if runs == variant or (variant == "ddpg" and runs.startswith("ddpg-")):
+        return
+    flags = [
+        flag
+        for flag, given in [
+            (f"--algo {base.algo}", base.algo != "planet"),
+            ("--model.kind ssm", base.model.kind == "ssm"),
+            ("--model.mean-only True", base.model.mean_only),
+            ("--planner.iterations 0", base.planner.iterations == 0),
+        ]
+        if given
+    ]
+    raise UserError(
+        f"--variants {variant}: with {' '.join(flags) or 'the flags given'} its trials would run "
+        f"the {runs.split('-')[0]} variant; drop the flag (--variants chooses the algorithm and "
+        "ablation of each trial)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
