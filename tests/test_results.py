@@ -2,12 +2,13 @@
 
 import csv
 import shlex
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.image import imread
-from run_helpers import planet_here
+from run_helpers import assert_one_line_error, planet_here
 
 from planet_torch import cli
 from planet_torch.config import CPU, DEBUG, override
@@ -92,6 +93,32 @@ def test_results_csvs_table_and_grid(runs, tmp_path):
     assert figure.read_bytes()[:4] == b"\x89PNG" and imread(figure).std() > 0.02
     assert pixels_of(figure, DREAMER_RED) > 20, "published Dreamer point not drawn"
     assert pixels_of(figure, RANDOM_GREY) > 50, "random policy level not drawn"
+
+
+def test_a_sweep_folder_adds_its_scored_trials_and_a_bad_path_adds_nothing(runs, tmp_path):
+    """``planet results runs/ablations`` (a sweep folder) stands for its scored trials; an
+    unscored one is said and skipped. A path among the runs that is no run folder (the sweep's
+    trial records, as ``trials/*`` lists them) stops the command before any row is written."""
+    sweep = tmp_path / "sweep"
+    (sweep / "trials").mkdir(parents=True)
+    (sweep / "sweep.json").write_text("{}")
+    for run in runs:
+        shutil.copytree(run, sweep / "trials" / run.name)
+        (sweep / "trials" / f"{run.name}.json").write_text("{}")  # as the sweep writes them
+    unscored = sweep / "trials" / "seed9"
+    shutil.copytree(runs[0], unscored)
+    (unscored / "scores.json").unlink()
+    out = tmp_path / "out"
+    args = ["--csv", str(out / "runs.csv"), "--curves", str(out / "curves.csv")]
+    args += ["--figure", str(out / "grid.png"), "--docs"]
+    bad = planet_here("results", str(runs[0]), str(sweep / "trials" / "seed0.json"), *args)
+    assert_one_line_error(bad, "seed0.json is not a run folder")
+    assert not (out / "runs.csv").exists()  # the good run before it was not added either
+    result = planet_here("results", str(sweep), *args)
+    assert result.returncode == 0, result.stderr
+    assert "skip seed9: not scored yet" in result.stdout
+    rows = list(csv.DictReader((out / "runs.csv").open()))
+    assert [r["seed"] for r in rows] == ["0", "1"]
 
 
 def test_table_lists_every_task_with_published_rows():

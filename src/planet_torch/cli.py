@@ -249,7 +249,8 @@ class Results:
     Adding a run again replaces its rows: commit each finished run as soon as it exists."""
 
     runs: tyro.conf.Positional[tuple[Path, ...]] = ()
-    """Scored run folders (with scores.json: the end of a run or planet eval) to add."""
+    """Scored run folders (with scores.json: the end of a run or planet eval) to add; a sweep
+    folder adds its scored trials."""
     csv: Path = _RESULTS / "dmc100k.csv"
     """One row per run: task, variant, seed, score, env steps, updates, minutes, machine, command."""
     curves: Path = _RESULTS / "dmc100k-curves.csv"
@@ -271,8 +272,9 @@ class Results:
         figure_file(self.figure, "--figure")
         if self.random.is_dir():
             raise UserError(f"--random {self.random} is a folder; name the random policy's CSV")
-        for run_dir in self.runs:
-            row, curve = R.run_rows(run_dir)
+        # every run is read before any row is written: a bad folder among them changes nothing
+        added = [R.run_rows(run_dir) for run_dir in R.scored_runs(self.runs)]
+        for row, curve in added:
             R.upsert(self.csv, R.RUN_FIELDS, [row], R.RUN_KEY)
             R.upsert(self.curves, R.CURVE_FIELDS, curve, R.RUN_KEY)
             print(f"{row['task']} seed {row['seed']}: score {row['score']} -> {self.csv}")

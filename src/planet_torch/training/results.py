@@ -19,6 +19,7 @@ import csv
 import io
 import math
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,25 @@ def quiet_run(
     else:
         alone = bool(np.mean(loads) <= min(cpus) + 0.5)
     return "yes" if all_threads and alone else "no"
+
+
+def scored_runs(paths: Iterable[Path]) -> list[Path]:
+    """The run folders ``paths`` name: each a run folder, or a ``planet sweep`` folder, which
+    stands for its trials that are scored (the others are said and skipped)."""
+    runs: list[Path] = []
+    for path in paths:
+        if (path / "sweep.json").is_file() and not RunDir(path).exists():
+            trials = sorted(p for p in (path / "trials").glob("*") if RunDir(p).exists())
+            for trial in trials:
+                if RunDir(trial).scores() is None:
+                    print(f"skip {trial.name}: not scored yet (an unfinished trial)")
+                else:
+                    runs.append(trial)
+            if not trials:
+                raise UserError(f"sweep folder {path} holds no trials yet")
+        else:
+            runs.append(path)
+    return runs
 
 
 def run_rows(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
