@@ -13,6 +13,7 @@ from run_helpers import assert_one_line_error, planet_here
 from planet_torch import cli
 from planet_torch.config import CPU, DEBUG, override
 from planet_torch.published import published
+from planet_torch.training import plot as plot_module
 from planet_torch.training.plot import plot_runs, variant_colors
 from planet_torch.training.results import (
     RUN_FIELDS,
@@ -95,7 +96,9 @@ def test_results_csvs_table_and_grid(runs, tmp_path):
     assert pixels_of(figure, RANDOM_GREY) > 50, "random policy level not drawn"
 
 
-def test_a_sweep_folder_adds_its_scored_trials_and_a_bad_path_adds_nothing(runs, tmp_path):
+def test_a_sweep_folder_adds_its_scored_trials_and_a_bad_path_adds_nothing(
+    runs, tmp_path, monkeypatch
+):
     """``planet results runs/ablations`` (a sweep folder) stands for its scored trials; an
     unscored one is said and skipped. A path among the runs that is no run folder (the sweep's
     trial records, as ``trials/*`` lists them) stops the command before any row is written."""
@@ -119,6 +122,17 @@ def test_a_sweep_folder_adds_its_scored_trials_and_a_bad_path_adds_nothing(runs,
     assert "skip seed9: not scored yet" in result.stdout
     rows = list(csv.DictReader((out / "runs.csv").open()))
     assert [r["seed"] for r in rows] == ["0", "1"]
+    # plot takes the sweep folder as all its trials; eval, which wants one run, says so
+    plotted: list[list[Path]] = []
+    draw = plot_module.plot_runs
+    monkeypatch.setattr(
+        plot_module, "plot_runs", lambda runs, *a: plotted.append(runs) or draw(runs, *a)
+    )
+    plot = planet_here("plot", str(sweep), "-o", str(out / "sweep.png"))
+    assert plot.returncode == 0 and (out / "sweep.png").stat().st_size > 5000, plot.stderr
+    assert plotted == [[sweep / "trials" / name for name in ("seed0", "seed1", "seed9")]]
+    one = planet_here("eval", "--run-dir", str(sweep), "--episodes", "1")
+    assert_one_line_error(one, "is a planet sweep folder; name one of its trials", "trials/seed0")
 
 
 def test_table_lists_every_task_with_published_rows():

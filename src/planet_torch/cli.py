@@ -218,7 +218,8 @@ class Plot:
     scores (scores.json) and published scores to compare with."""
 
     runs: tyro.conf.Positional[tuple[Path, ...]]
-    """Run folders (seeds of the same task and variant are averaged)."""
+    """Run folders (seeds of the same task and variant are averaged); a sweep folder stands
+    for its trials."""
     output: Annotated[Path, tyro.conf.arg(aliases=("-o",))] = Path("curves.png")
     """Image file to write (png, pdf or svg)."""
     metric: str = "test/return"
@@ -229,11 +230,13 @@ class Plot:
 
     def run(self) -> int:
         from planet_torch.training.plot import figure_file, plot_runs
+        from planet_torch.training.run_dir import expand_sweeps
 
         if not self.runs:
             raise UserError("name the run folders to plot, e.g. planet plot runs/* -o curves.png")
         figure_file(self.output, "-o")
-        output = plot_runs(list(self.runs), self.output, self.metric, self.reference)
+        runs = expand_sweeps(self.runs)
+        output = plot_runs(runs, self.output, self.metric, self.reference)
         print(f"wrote {output}")
         return 0
 

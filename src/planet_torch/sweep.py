@@ -506,8 +506,10 @@ def sweep_record(tasks: str, seeds: str, variants: str, base: Config) -> dict[st
 
 
 def write_sweep_record(sweep_dir: Path, record: dict[str, Any]) -> None:
+    from planet_torch.training.run_dir import SWEEP_RECORD  # (it imports torch: not at the top)
+
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(sweep_dir / "sweep.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(sweep_dir / SWEEP_RECORD, json.dumps(record, indent=2) + "\n")
 
 
 __all__ = [

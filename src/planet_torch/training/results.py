@@ -35,7 +35,7 @@ from planet_torch.published import DMC_TASKS, SOURCE, published, task_order, tas
 from planet_torch.training.collect import episode_seed, run_episode
 from planet_torch.training.logging import read_metrics
 from planet_torch.training.plot import Curve, Score, draw_curves
-from planet_torch.training.run_dir import RunDir, flatten
+from planet_torch.training.run_dir import RunDir, expand_sweeps, flatten, sweep_trials
 
 RUN_FIELDS = (
     "task",
@@ -150,21 +150,16 @@ def quiet_run(
 
 
 def scored_runs(paths: Iterable[Path]) -> list[Path]:
-    """The run folders ``paths`` name: each a run folder, or a ``planet sweep`` folder, which
-    stands for its trials that are scored (the others are said and skipped)."""
+    """The run folders ``paths`` name: a ``planet sweep`` folder stands for its trials that are
+    scored (the others are said and skipped); any other path is taken as a run folder."""
     runs: list[Path] = []
     for path in paths:
-        if (path / "sweep.json").is_file() and not RunDir(path).exists():
-            trials = sorted(p for p in (path / "trials").glob("*") if RunDir(p).exists())
-            for trial in trials:
-                if RunDir(trial).scores() is None:
-                    print(f"skip {trial.name}: not scored yet (an unfinished trial)")
-                else:
-                    runs.append(trial)
-            if not trials:
-                raise UserError(f"sweep folder {path} holds no trials yet")
-        else:
-            runs.append(path)
+        in_sweep = sweep_trials(path) is not None
+        for run in expand_sweeps([path]):
+            if in_sweep and RunDir(run).scores() is None:
+                print(f"skip {run.name}: not scored yet (an unfinished trial)")
+            else:
+                runs.append(run)
     return runs
 
 

@@ -22,6 +22,7 @@ import json
 import os
 import socket
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
@@ -274,6 +275,12 @@ class RunDir:
         """config.json, checked as a command line is (types, then ranges): a hand-edited value
         a run could not use is one line naming it, before any command works with it."""
         if not self.config_path.exists():
+            trials = sweep_trials(self.path)
+            if trials:
+                raise UserError(
+                    f"{self.path} is a planet sweep folder; name one of its trials' run folders, "
+                    f"e.g. {trials[0]}"
+                )
             raise UserError(f"{self.path} is not a run folder (no config.json); check --run-dir")
         try:
             return Config.from_dict(json.loads(self.config_path.read_text())).validate()
@@ -321,3 +328,26 @@ class RunDir:
                 )
         atomic_write_text(self.config_path, cfg.to_json() + "\n")
         return self
+
+
+SWEEP_RECORD = "sweep.json"
+"""What ``planet sweep`` writes first in its folder; the trials' run folders are in trials/."""
+
+
+def sweep_trials(path: Path) -> list[Path] | None:
+    """The trials' run folders of a ``planet sweep`` folder, sorted; None if ``path`` is none."""
+    if (path / "config.json").exists() or not (path / SWEEP_RECORD).is_file():
+        return None
+    return sorted(p for p in (path / "trials").glob("*") if (p / "config.json").is_file())
+
+
+def expand_sweeps(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` with each sweep folder replaced by its trials' run folders (commands that read
+    several runs: plot, results); a sweep without trials yet is a :class:`UserError`."""
+    runs: list[Path] = []
+    for path in paths:
+        trials = sweep_trials(path)
+        if trials == []:
+            raise UserError(f"sweep folder {path} holds no trials yet")
+        runs.extend(trials if trials is not None else [path])
+    return runs
