@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -127,6 +128,10 @@ def test_the_example_env_trains_through_the_api_and_acts(tmp_path: Path, monkeyp
     assert action.shape == (2,) and np.all(np.abs(action) <= 1)
     assert env.step(action).observation.image.shape == (64, 64, 3)
     env.close()
+    scores = planet_torch.evaluate(tmp_path / "custom", episodes=2)  # as `planet eval`
+    assert len(scores["returns"]) == 2 and scores["updates"] == 6
+    path = Path(scores.pop("scores_path"))
+    assert path == tmp_path / "custom" / "scores.json" and json.loads(path.read_text()) == scores
     with pytest.raises(UserError, match="holds no run"):
         planet_torch.load_run(tmp_path / "nothing")
     with pytest.raises(UserError, match="'gpu': use auto, cpu or cuda"):  # not torch's list

@@ -2,7 +2,7 @@
 
 The library API (src/planet_torch/api.py)::
 
-    from planet_torch import Config, load_run, override, preset, train
+    from planet_torch import Config, evaluate, load_run, override, preset, train
 
 Importing the package is cheap: these names load their modules (torch included) on first use.
 """
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from planet_torch.api import LoadedRun, load_run, train
+    from planet_torch.api import LoadedRun, evaluate, load_run, train
     from planet_torch.config import Config, override, preset
 
 _LAZY = {
@@ -25,8 +25,9 @@ _LAZY = {
     "LoadedRun": "planet_torch.api",
     "load_run": "planet_torch.api",
     "train": "planet_torch.api",
+    "evaluate": "planet_torch.api",
 }
-__all__ = ["Config", "LoadedRun", "load_run", "override", "preset", "train"]
+__all__ = ["Config", "LoadedRun", "evaluate", "load_run", "override", "preset", "train"]
 
 
 def __getattr__(name: str) -> Any:

@@ -14,8 +14,9 @@
         if step.done:
             break
 
-``train`` is exactly what ``planet train`` runs (resume, checkpoints, the final score);
-``load_run`` reads any run folder, PlaNet's or DDPG's, finished or not.
+``train`` is exactly what ``planet train`` runs (resume, checkpoints, the final score),
+``evaluate`` what ``planet eval`` runs; ``load_run`` reads any run folder, PlaNet's, Dreamer's
+or DDPG's, finished or not.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from planet_torch.training.base import resolve_device
 from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.collect import episode_seed
 from planet_torch.training.evaluate import agent_factory
+from planet_torch.training.evaluate import evaluate as evaluate_run
 from planet_torch.training.loop import Trainer, trained_world_model
 from planet_torch.training.run_dir import RunDir
 from planet_torch.training.runs import train_and_score
@@ -86,6 +88,15 @@ class LoadedRun:
             return agent_factory(self.config, self.checkpoint, env, self.device)(
                 episode_seed(seed, "eval", 0, self.config.task_count)
             )
+
+
+def evaluate(
+    run_dir: str | Path, episodes: int = 10, *, video: str | None = None, device: str = "auto"
+) -> dict[str, Any]:
+    """What ``planet eval`` does: ``episodes`` noise-free episodes of the run's latest model,
+    written to its scores.json (``video="mp4"``: the first one to videos/); returns that record
+    (``mean``, ``std``, ``returns``, ``updates``, ...)."""
+    return evaluate_run(Path(run_dir), episodes=episodes, video=video, device=device)
 
 
 def _checked_seed(seed: int) -> int:
