@@ -131,17 +131,22 @@ def _outside(section: str, name: str) -> list[float]:
     return values
 
 
+def _assert_refused(section: str, name: str, value: object, got: str) -> None:
+    """``validate`` of DEBUG with ``value`` set stops with one line naming the flag."""
+    cfg = override(DEBUG, **({name: value} if not section else {section: {name: value}}))
+    with pytest.raises(UserError) as error:
+        cfg.validate()
+    message = str(error.value)
+    assert message.startswith(f"{flag_name(section, name)} must be "), message
+    assert got in message and "\n" not in message
+
+
 @pytest.mark.parametrize(("section", "name"), NUMERIC, ids=[f"{s}.{n}" for s, n in NUMERIC])
 def test_a_value_outside_its_bound_is_a_one_line_user_error(section: str, name: str):
     """Each bad value stops ``validate`` with the flag's own name, before anything runs; the
     bound's own edge passes. The presets above pass with every value they set."""
     for value in _outside(section, name):
-        cfg = override(DEBUG, **({name: value} if not section else {section: {name: value}}))
-        with pytest.raises(UserError) as error:
-            cfg.validate()
-        message = str(error.value)
-        assert message.startswith(f"{flag_name(section, name)} must be "), message
-        assert f"(got {value})" in message and "\n" not in message
+        _assert_refused(section, name, value, f"(got {value})")
     bound = BOUNDS[section][name]
     edge = bound.low + (1e-9 if bound.low_open else 0)
     values = getattr(DEBUG, section) if section else DEBUG
@@ -182,12 +187,7 @@ def test_a_value_of_the_wrong_type_is_a_one_line_user_error(section: str, name: 
         assert typing.get_origin(hint) is tuple, hint
         return
     for value in wrong:
-        cfg = override(DEBUG, **({name: value} if not section else {section: {name: value}}))
-        with pytest.raises(UserError) as error:
-            cfg.validate()
-        message = str(error.value)
-        assert message.startswith(f"{flag_name(section, name)} must be "), message
-        assert f"(got {value!r})" in message and "\n" not in message
+        _assert_refused(section, name, value, f"(got {value!r})")
 
 
 @pytest.mark.parametrize(
