@@ -82,7 +82,14 @@ def test_a_gymnasium_env_collects_a_real_episode() -> None:
         ("dmc:walker-rnu", "did you mean dmc:walker-run"),
         ("dmc:walkr-walk", "did you mean dmc:walker-walk"),
         ("gym:Pendulum-v0", "did you mean gym:Pendulum-v1"),
-        ("gym:CartPole-v1", "Discrete actions; PlaNet plans continuous ones"),
+        (
+            "gym:CartPole-v1",
+            r"Discrete actions; PlaNet plans continuous ones \(a gymnasium Box action space\)$",
+        ),
+        (
+            "gym:LunarLander-v3",
+            "Discrete actions;.* its continuous form is gym:LunarLanderContinuous-v3$",
+        ),
         ("py:examples.nothing_here:make", "cannot import 'examples.nothing_here'"),
         ("py:examples.custom_env:missing", "has no function 'missing'"),
         ("py:test_any_env:returns_a_string", "returned a str, not a planet_torch.envs.Env"),

@@ -65,6 +65,22 @@ def make_gym_env(
     )
 
 
+def _continuous_twin(env: Any) -> str:
+    """``"; its continuous form is gym:X"`` where gymnasium registers the same env with
+    ``continuous=True`` (LunarLander-v3 -> LunarLanderContinuous-v3), else ``""``."""
+    import gymnasium
+
+    spec = getattr(env, "spec", None)
+    twins = [
+        env_id
+        for env_id, other in gymnasium.registry.items()
+        if spec is not None
+        and other.entry_point == spec.entry_point
+        and other.kwargs.get("continuous") is True
+    ]
+    return f"; its continuous form is gym:{twins[0]}" if twins else ""
+
+
 class GymEnv(Env):
     """A gymnasium env (made) with a continuous Box action space, observed in pixels."""
 
@@ -85,7 +101,7 @@ class GymEnv(Env):
             env.close()
             raise UserError(
                 f"task {name!r} has {type(action_space).__name__} actions; PlaNet plans "
-                "continuous ones (a gymnasium Box action space)"
+                f"continuous ones (a gymnasium Box action space){_continuous_twin(env)}"
             )
         self._env = env
         unwrapped = env.unwrapped
