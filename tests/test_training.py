@@ -397,8 +397,11 @@ def test_test_episodes_never_train(tmp_path):
 def test_cost_line_does_not_time_the_warm_up_update(tmp_path, capsys, monkeypatch):
     """The first update of a process is warm-up (4.5 s against 0.30 s later on a 2-core CPU):
     timed, it made the cost line project a 40-minute run as 6 hours. Other processes on the
-    CPUs get a warning line (here made to look crowded) and each test phase logs their share."""
+    CPUs get a warning line (here made to look crowded) and each test phase logs their share.
+    The memory line projects the episodes held in RAM at the end, and warns where they would
+    not fit (here made to look nearly full)."""
     monkeypatch.setattr(base, "crowded", lambda others: True)
+    monkeypatch.setattr(base, "available_memory_gib", lambda: 0.001)  # 1 MiB
     cfg = override(DEBUG, task="test-reach", schedule={"total_updates": 8, "test_every_updates": 4})
     trainer = Trainer(cfg, tmp_path / "run", progress=False)
     update = trainer.optimizer.update
@@ -417,6 +420,12 @@ def test_cost_line_does_not_time_the_warm_up_update(tmp_path, capsys, monkeypatc
     seconds = float(re.search(r"([0-9.]+) s/update", line).group(1))  # type: ignore[union-attr]
     assert seconds < 1.0, line
     assert any(x.startswith("cost: other processes used") for x in out), out
+    memory = next(x for x in out if x.startswith("memory: episodes in RAM"))
+    at_end = float(re.search(r"now, ([0-9.]+) MiB at the end", memory).group(1))  # type: ignore[union-attr]
+    held = sum(store.nbytes for store in (trainer.train_store, trainer.test_store)) / 2**20
+    assert at_end == pytest.approx(held, abs=0.06), (memory, held)  # all episodes 10 steps long
+    assert "; 0.0 GiB available" in memory
+    assert any(x.startswith("memory: warning: the ") for x in out), out
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")  # metrics() drops machine/ keys
     tests = [m for m in records if "test/return" in m]
     assert tests and all("machine/others_cpus" in m for m in tests), tests

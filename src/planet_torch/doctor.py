@@ -255,10 +255,10 @@ MIN_AVAILABLE_MEMORY_GB = 4.0
 
 
 def check_memory() -> Result:
-    try:
-        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
-        available_gb = int(fields["MemAvailable"].split()[0]) / 2**20
-    except (OSError, KeyError, ValueError):
+    from planet_torch.machine import available_memory_gib
+
+    available_gb = available_memory_gib()
+    if available_gb is None:
         return Result(True, "unknown (no /proc/meminfo)")
     detail = f"{available_gb:.1f} GiB available"
     if available_gb < MIN_AVAILABLE_MEMORY_GB:

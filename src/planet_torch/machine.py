@@ -148,3 +148,13 @@ def crowded(others: float) -> bool:
     """Did other processes take CPUs this process's torch threads wanted?"""
     spare = max(0, usable_cpus() - torch.get_num_threads())
     return others > spare + SHARED_CPUS_THRESHOLD  # False for NaN
+
+
+def available_memory_gib() -> float | None:
+    """RAM the kernel could give new allocations now (``MemAvailable``), in GiB; None where
+    there is no /proc/meminfo."""
+    try:
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        return int(fields["MemAvailable"].split()[0]) / 2**20
+    except (OSError, KeyError, ValueError):
+        return None

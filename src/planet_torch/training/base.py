@@ -51,7 +51,7 @@ from planet_torch.config import Config
 from planet_torch.envs import Env, make_env
 from planet_torch.envs.multitask import returns_per_task
 from planet_torch.errors import UserError
-from planet_torch.machine import cpu_sample, crowded, others_cpus
+from planet_torch.machine import available_memory_gib, cpu_sample, crowded, others_cpus
 from planet_torch.replay import Episode, EpisodeDir, EpisodeStore
 from planet_torch.training.checkpoint import (
     capture_rng,
@@ -63,6 +63,16 @@ from planet_torch.training.collect import collect_random, episode_seed, run_epis
 from planet_torch.training.logging import MetricsLogger, keep_first_metrics, read_metrics
 from planet_torch.training.run_dir import CHECKPOINT_NAME, RunDir
 from planet_torch.training.video import write_video
+
+MEMORY_HEADROOM = 0.8
+"""The share of the RAM available at a run's start that its episodes still to come may take
+before the run warns: the update itself (≈ 3 GB at the paper's batch on a CPU, BENCHMARKS.md)
+and the rest of the machine need the remainder."""
+
+
+def _size(nbytes: float) -> str:
+    """``"6.35 GiB"``, ``"5.9 MiB"``."""
+    return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -527,6 +537,7 @@ class BaseTrainer(abc.ABC):
             f"{self.cfg.episode_policy_steps} policy steps{limit}",
             flush=True,
         )
+        self._print_memory_line(left)
         others = others_cpus(self._cpu_start, cpu_sample())
         if crowded(others):
             print(
@@ -545,6 +556,34 @@ class BaseTrainer(abc.ABC):
             env_steps=self.env_steps,
             updates=self.counters.updates,
         )
+
+    def _print_memory_line(self, left: Plan) -> None:
+        """What the episodes held in RAM (train and test, all of them: the sampler draws from
+        every one) will grow to by the end of the run, against the RAM available now: a run that
+        would exhaust it is told at its start, not after hours."""
+        stores = [store for store in (self.train_store, self.test_store) if len(store)]
+        if not stores:
+            return
+        held = sum(s.nbytes for s in stores)
+        per_episode = held / sum(len(s) for s in stores)
+        coming = left.train_episodes + left.test_episodes
+        growth = coming * per_episode
+        available = available_memory_gib()
+        print(
+            f"memory: episodes in RAM {_size(held)} now, {_size(held + growth)} at the end "
+            f"({_size(per_episode)} each)"
+            + ("" if available is None else f"; {available:.1f} GiB available"),
+            flush=True,
+        )
+        if available is not None and growth > MEMORY_HEADROOM * available * 2**30:
+            print(
+                f"memory: warning: the {coming} episodes still to come need {_size(growth)}, "
+                f"more than this machine has free ({available:.1f} GiB): the run would run out "
+                "of memory before its end. Use a machine with more RAM, fewer runs side by "
+                "side, or a shorter schedule (--schedule.total-updates, "
+                "--schedule.max-env-steps)",
+                flush=True,
+            )
 
     def _start_progress(self) -> None:
         if self.progress:
