@@ -358,3 +358,18 @@ def test_closed_pipe_is_quiet():
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 141, stderr
     assert stderr == "", stderr
+
+
+def test_version_names_the_package_and_what_it_runs_on() -> None:
+    from importlib import metadata
+
+    import planet_torch
+
+    for flag in ("--version", "-V"):
+        result = planet_here(flag)
+        assert result.returncode == 0 and result.stderr == "", result
+        line = result.stdout.strip()
+        assert line.startswith(f"planet-torch {planet_torch.__version__} (Python 3.11"), line
+        for name in ("torch", "mujoco", "dm_control", "gymnasium"):
+            assert f"{name} {metadata.version(name)}" in line, line
+    assert "planet --version" in planet("--help").stdout

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import io
 import os
+import platform
 import re
 import sys
 from collections.abc import Sequence
@@ -497,12 +498,34 @@ def parse(args: Sequence[str]) -> Any:
     return _tyro(
         _commands(defaults, peek.preset),
         args,
-        description="PlaNet in plain PyTorch: train, plan, evaluate, explain. Headless.",
+        description="PlaNet in plain PyTorch: train, plan, evaluate, explain. Headless. "
+        "`planet --version`: the versions a bug report needs.",
     )
+
+
+def version_line() -> str:
+    """``planet --version``: this package and the versions a bug report needs, read from the
+    installed metadata (nothing imported)."""
+    from importlib import metadata
+
+    from planet_torch import __version__
+    from planet_torch.doctor import KEY_PACKAGES
+
+    def installed(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "missing"
+
+    packages = ", ".join(f"{name} {installed(name)}" for name in KEY_PACKAGES)
+    return f"planet-torch {__version__} (Python {platform.python_version()}; {packages})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if args in (["--version"], ["-V"]):
+        print(version_line())
+        return 0
     try:
         return int(parse(args).run() or 0)
     except UserError as error:
