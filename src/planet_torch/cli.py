@@ -508,7 +508,6 @@ def version_line() -> str:
     installed metadata (nothing imported)."""
     from importlib import metadata
 
-    from planet_torch import __version__
     from planet_torch.doctor import KEY_PACKAGES
 
     def installed(name: str) -> str:
@@ -518,7 +517,9 @@ def version_line() -> str:
             return "missing"
 
     packages = ", ".join(f"{name} {installed(name)}" for name in KEY_PACKAGES)
-    return f"planet-torch {__version__} (Python {platform.python_version()}; {packages})"
+    return (
+        f"planet-torch {installed('planet-torch')} (Python {platform.python_version()}; {packages})"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
