@@ -74,6 +74,17 @@ def test_unknown_task_lists_valid_ones():
         task_spec("cartpole-swingupp")
     with pytest.raises(UserError, match="unknown task"):
         override(PAPER, task="nope").validate()
+    for name, needle in [
+        (
+            "cartpole-balance+",
+            "a task name is missing around a '\\+'",
+        ),  # had been "unknown task ''"
+        ("a++b", "a task name is missing"),
+        ("cartpole-balance+cartpole-balance", "give 2 to 10 different tasks"),
+        ("cartpole-balance+gym:Pendulum-v1", "only dm_control tasks can be combined"),
+    ]:
+        with pytest.raises(UserError, match=f"^multi-task '.*': {needle}"):
+            task_spec(name)
 
 
 def test_bad_values_are_user_errors():

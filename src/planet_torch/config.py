@@ -138,6 +138,8 @@ def task_slug(name: str) -> str:
 
 def _multi_task_spec(name: str) -> TaskSpec:
     parts = name.split("+")
+    if "" in parts:  # "a+", "+a", "a++b"
+        raise UserError(f"multi-task {name!r}: a task name is missing around a '+'")
     specs = [task_spec(part) for part in parts]
     if len(set(parts)) != len(parts) or not 2 <= len(parts) <= 10:
         raise UserError(f"multi-task {name!r}: give 2 to 10 different tasks joined by '+'")
