@@ -222,6 +222,9 @@ def test_eval_and_plot_on_a_run(reference, tmp_path):
     result = planet_here("plot", str(reference), str(reference), "-o", str(out))
     assert result.returncode == 0, result.stderr
     assert out.read_bytes()[:4] == b"\x89PNG"
+    # a misspelt --metric names the close logged ones (it had said "train first")
+    typo = planet_here("plot", str(reference), "--metric", "test/retrun", "-o", str(out))
+    assert_one_line_error(typo, "no 'test/retrun' values", "did you mean test/return")
 
 
 def test_eval_with_workers_plans_for_all_envs_at_once(reference):

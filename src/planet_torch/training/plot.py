@@ -8,6 +8,7 @@ and published scores at an env-step budget (``reference="dmc100k"``, published.p
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -67,6 +68,27 @@ def curves_from_runs(run_dirs: list[Path], metric: str = "test/return") -> list[
             steps, values = (np.asarray(v, dtype=float) for v in zip(*points, strict=True))
             curves.append(Curve(cfg.task, cfg.variant, cfg.seed, steps, values))
     return curves
+
+
+def _metric_hint(run_dirs: list[Path], metric: str) -> str:
+    """What to do when no run logged ``metric``: the names they did log (close ones first),
+    or, where they logged nothing yet, to train first."""
+    logged = sorted(
+        {
+            key
+            for run_dir in run_dirs
+            for record in read_metrics(RunDir(run_dir).metrics_path)
+            for key, value in record.items()
+            if isinstance(value, (int, float))
+            and key not in ("env_steps", "updates", "wall_seconds")
+        }
+    )
+    if not logged:
+        return "train first"
+    close = difflib.get_close_matches(metric, logged, n=3)
+    if close:
+        return f"did you mean {', '.join(close)}?"
+    return f"--metric takes one of the logged scalars: {', '.join(logged)}"
 
 
 def scores_from_runs(run_dirs: list[Path]) -> list[Score]:
@@ -257,7 +279,9 @@ def plot_runs(
     (the seed episodes) and final scores where they have them, against ``reference``."""
     curves = curves_from_runs(run_dirs, metric)
     if not curves:
-        raise UserError(f"no '{metric}' values in {', '.join(map(str, run_dirs))}; train first")
+        raise UserError(
+            f"no '{metric}' values in {', '.join(map(str, run_dirs))}; {_metric_hint(run_dirs, metric)}"
+        )
     return draw_curves(
         curves,
         output,
