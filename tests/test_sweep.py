@@ -35,6 +35,7 @@ def test_seeds_and_variants_become_configs() -> None:
     dreamer, ddpg = plan_trials(DEBUG, "cartpole-balance", "0", "dreamer,ddpg")
     assert dreamer.config.algo == dreamer.config.variant == "dreamer"
     assert ddpg.config.algo == "ddpg" and ddpg.name == "cartpole-balance-ddpg-seed0"
+    assert ddpg.variant == "ddpg-state"  # as the summary plot labels it
     # flags that would make a trial another variant than its name says are refused
     for flags, variants, needle in [
         (

@@ -104,7 +104,7 @@ def plan_trials(base: Config, tasks: str, seeds: str, variants: str) -> list[Tri
                 cfg = override(base, task=task, seed=seed, **VARIANTS[variant]).validate()
                 _check_variant(cfg, variant, base)
                 name = f"{task_slug(task)}-{variant}-seed{seed}"
-                trials.append(Trial(name, task, variant, seed, cfg))
+                trials.append(Trial(name, task, cfg.variant, seed, cfg))  # ddpg: ddpg-state
     return trials
 
 
