@@ -373,3 +373,24 @@ def test_version_names_the_package_and_what_it_runs_on() -> None:
         for name in ("torch", "mujoco", "dm_control", "gymnasium"):
             assert f"{name} {metadata.version(name)}" in line, line
     assert "planet --version" in planet("--help").stdout
+
+
+def test_resume_without_run_dir_names_the_runs_there_are(tmp_path, monkeypatch) -> None:
+    """``planet train --resume`` looks in the folder --task, --preset and --seed name; a user who
+    trained another task there is shown the runs in runs/ (it had only said "drop --resume")."""
+    from planet_torch.config import DEBUG, override
+    from planet_torch.training.run_dir import RunDir
+
+    monkeypatch.chdir(tmp_path)
+    assert_one_line_error(
+        planet_here("train", "--resume"),
+        "nothing to resume in runs/cartpole-balance-cpu-seed0",
+        "drop --resume to start it",
+    )
+    RunDir(tmp_path / "runs" / "cheetah-run-cpu-seed0").prepare(override(DEBUG, task="cheetah-run"))
+    (tmp_path / "runs" / "notes").mkdir()  # not a run: not listed
+    assert_one_line_error(
+        planet_here("train", "--resume"),
+        "runs in runs/: cheetah-run-cpu-seed0: add --run-dir runs/NAME",
+    )
+    assert not (tmp_path / "runs" / "cartpole-balance-cpu-seed0").exists()

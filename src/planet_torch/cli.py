@@ -107,6 +107,24 @@ class Doctor:
         return run_checks(self.run_dir, self.render_frames, self.tasks)
 
 
+def _no_default_run_to_resume(default: Path) -> None:
+    """``planet train --resume`` without ``--run-dir`` where the default folder holds no run
+    (the task, preset and seed flags name it): say so, and which runs there are to resume."""
+    from planet_torch.training.run_dir import RunDir
+
+    here = sorted(p.name for p in default.parent.glob("*") if RunDir(p).exists())
+    shown = ", ".join(here[:8]) + (f" and {len(here) - 8} more" if len(here) > 8 else "")
+    raise UserError(
+        f"nothing to resume in {default} (without --run-dir, the folder --task, --preset and "
+        "--seed name); "
+        + (
+            f"runs in {default.parent}/: {shown}: add --run-dir {default.parent}/NAME"
+            if here
+            else "drop --resume to start it"
+        )
+    )
+
+
 @dataclass(frozen=True)
 class Train:
     """Train PlaNet (or --algo ddpg); Ctrl-C checkpoints, --resume continues exactly."""
@@ -127,6 +145,8 @@ class Train:
         from planet_torch.training.runs import budget_note, train_and_score
 
         run_dir = self.run_dir or default_run_dir(self.config, self.preset)
+        if self.resume and self.run_dir is None and not RunDir(run_dir).exists():
+            _no_default_run_to_resume(run_dir)
         summary = train_and_score(self.config, run_dir, resume=self.resume, progress=self.progress)
         run = RunDir(run_dir)
         returns = summary["test_returns"]
