@@ -193,7 +193,7 @@ def test_a_value_of_the_wrong_type_is_a_one_line_user_error(section: str, name: 
     elif kinds <= {int}:
         wrong = ["2", 2.0, True, np.int64(2)]
     elif kinds <= {float}:
-        wrong = ["0.5", True]
+        wrong = ["0.5", True, np.float32(0.5)]  # (np.float64 is a float: taken)
     else:  # a tuple of names (env.state_components): no fixed type to check
         assert typing.get_origin(hint) is tuple, hint
         return

@@ -847,8 +847,8 @@ def _has_type(value: Any, hint: Any) -> bool:
         return type(value) is hint
     if hint is int:
         return type(value) is int
-    if hint is float:
-        return type(value) in (int, float)
+    if hint is float:  # numpy's float64 is a float (and JSON writes it); its float32 is not
+        return type(value) is int or isinstance(value, float)
     return True
 
 
