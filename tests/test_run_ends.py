@@ -6,6 +6,7 @@ subprocess runs."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from run_helpers import (
     assert_same_episodes,
@@ -56,6 +57,27 @@ def test_env_step_budget_ends_with_a_test_phase_and_a_score(budget_run):
     assert "budget 500 env steps" in stdout  # the cost line projects to the budget
     machines = json.loads((run / "machines.json").read_text())
     assert [m["from_updates"] for m in machines] == [0] and machines[0]["machine"]["cpu_model"]
+
+
+def test_dry_run_plans_what_the_run_did(budget_run, tmp_path):
+    """``--dry-run`` of the same command: the updates, episodes and env steps the run above
+    made and holds, and no folder written."""
+    run, _ = budget_run
+    plan = planet_here(*BUDGET, "--run-dir", str(tmp_path / "dry"), "--dry-run")
+    assert plan.returncode == 0, plan.stderr
+    assert not (tmp_path / "dry").exists()
+    text = plan.stdout
+    assert "15 updates of 4 chunks × 8 steps (budget --schedule.max-env-steps 500)" in text
+    assert "episodes of 80 env steps = 10 policy steps (decisions) at action repeat 8" in text
+    assert "train: 2 random + 5 by the agent = 560 env steps" in text
+    tests = len(list((run / "test_episodes").glob("*.npz")))  # seed ones + one per test phase
+    seeded = DEBUG.schedule.test_seed_episodes
+    assert (
+        f"test:  {seeded} random + {tests - seeded} noise-free in test phases; final eval: 2"
+        in text
+    )
+    frames = sum(np.load(p)["image"].nbytes for p in run.glob("t*_episodes/*.npz")) / 2**20
+    assert f"episodes held in RAM at the end: {7 + tests} ≈ {frames:.1f} MiB" in text
 
 
 def test_env_step_budget_run_killed_then_resumed_reaches_the_same_end(budget_run, tmp_path):

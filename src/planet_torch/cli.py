@@ -138,13 +138,18 @@ class Train:
     """Continue the run in --run-dir (its config.json supplies the defaults)."""
     progress: bool | None = None
     """Show a progress bar; default: only when stdout is a terminal."""
+    dry_run: bool = False
+    """Print what the run would do (updates, episodes, env and policy steps, RAM) and stop."""
 
     def run(self) -> int:
         from planet_torch.training.plot import plot_runs
         from planet_torch.training.run_dir import RunDir
-        from planet_torch.training.runs import budget_note, train_and_score
+        from planet_torch.training.runs import budget_note, describe_plan, train_and_score
 
         run_dir = self.run_dir or default_run_dir(self.config, self.preset)
+        if self.dry_run:
+            print(describe_plan(self.config, run_dir))
+            return 0
         if self.resume and self.run_dir is None and not RunDir(run_dir).exists():
             _no_default_run_to_resume(run_dir)
         summary = train_and_score(self.config, run_dir, resume=self.resume, progress=self.progress)

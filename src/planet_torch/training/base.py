@@ -70,7 +70,7 @@ before the run warns: the update itself (≈ 3 GB at the paper's batch on a CPU,
 and the rest of the machine need the remainder."""
 
 
-def _size(nbytes: float) -> str:
+def size_text(nbytes: float) -> str:
     """``"6.35 GiB"``, ``"5.9 MiB"``."""
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
@@ -570,14 +570,14 @@ class BaseTrainer(abc.ABC):
         growth = coming * per_episode
         available = available_memory_gib()
         print(
-            f"memory: episodes in RAM {_size(held)} now, {_size(held + growth)} at the end "
-            f"({_size(per_episode)} each)"
+            f"memory: episodes in RAM {size_text(held)} now, {size_text(held + growth)} at the end "
+            f"({size_text(per_episode)} each)"
             + ("" if available is None else f"; {available:.1f} GiB available"),
             flush=True,
         )
         if available is not None and growth > MEMORY_HEADROOM * available * 2**30:
             print(
-                f"memory: warning: the {coming} episodes still to come need {_size(growth)}, "
+                f"memory: warning: the {coming} episodes still to come need {size_text(growth)}, "
                 f"more than this machine has free ({available:.1f} GiB): the run would run out "
                 "of memory before its end. Use a machine with more RAM, fewer runs side by "
                 "side, or a shorter schedule (--schedule.total-updates, "

@@ -18,7 +18,7 @@ from typing import Any
 from planet_torch.config import Config, override, preset
 from planet_torch.errors import UserError
 from planet_torch.published import published
-from planet_torch.training.base import BaseTrainer, Rates, projected_seconds
+from planet_torch.training.base import BaseTrainer, Rates, projected_seconds, size_text
 from planet_torch.training.evaluate import evaluate
 
 
@@ -69,6 +69,41 @@ def _train_then_score(trainer: BaseTrainer) -> dict[str, Any]:
             eval_wall_seconds=scores.get("wall_seconds"),
         )
     return summary
+
+
+def describe_plan(cfg: Config, run_dir: Path) -> str:
+    """``planet train --dry-run``: what the run would do, in each unit a "step" may mean (updates,
+    episodes, env steps, policy steps), and the episodes it would hold in RAM; nothing is run or
+    written. The time it takes is measured by a real run's cost line."""
+    cfg = cfg.validate()
+    plan = trainer_class(cfg).plan(cfg)
+    s, repeat = cfg.schedule, cfg.action_repeat
+    train = s.seed_episodes + plan.train_episodes
+    test = s.test_seed_episodes + plan.test_episodes
+    frame_bytes = cfg.env.image_size**2 * 3
+    held = (train + test) * (cfg.episode_policy_steps + 1) * frame_bytes
+    batch = (
+        f"{cfg.ddpg.batch_size} transitions"
+        if cfg.algo == "ddpg"
+        else f"{cfg.data.batch_size} chunks × {cfg.data.chunk_length} steps"
+    )
+    budget = (
+        "" if s.max_env_steps is None else f" (budget --schedule.max-env-steps {s.max_env_steps:,})"
+    )
+    return "\n".join(
+        [
+            f"plan of {run_dir} ({cfg.task}, {cfg.variant}, seed {cfg.seed}); nothing run or written:",
+            f"  {plan.updates:,} updates of {batch}{budget}",
+            f"  episodes of {cfg.episode_env_steps:,} env steps = {cfg.episode_policy_steps} policy "
+            f"steps (decisions) at action repeat {repeat}:",
+            f"    train: {s.seed_episodes} random + {plan.train_episodes} by the agent = "
+            f"{train * cfg.episode_env_steps:,} env steps",
+            f"    test:  {s.test_seed_episodes} random + {plan.test_episodes} noise-free in "
+            f"test phases; final eval: {plan.eval_episodes} (the score)",
+            f"  episodes held in RAM at the end: {train + test} ≈ {size_text(held)} (their frames)",
+            "  its time: the cost line a real run prints after its first updates",
+        ]
+    )
 
 
 def budget_note(cfg: Config, preset_name: str, summary: dict[str, Any]) -> str | None:
