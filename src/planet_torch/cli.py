@@ -531,19 +531,12 @@ def parse(args: Sequence[str]) -> Any:
 def version_line() -> str:
     """``planet --version``: this package and the versions a bug report needs, read from the
     installed metadata (nothing imported)."""
-    from importlib import metadata
+    from planet_torch.doctor import KEY_PACKAGES, installed_version
 
-    from planet_torch.doctor import KEY_PACKAGES
-
-    def installed(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "missing"
-
-    packages = ", ".join(f"{name} {installed(name)}" for name in KEY_PACKAGES)
+    packages = ", ".join(f"{n} {installed_version(n) or 'missing'}" for n in KEY_PACKAGES)
     return (
-        f"planet-torch {installed('planet-torch')} (Python {platform.python_version()}; {packages})"
+        f"planet-torch {installed_version('planet-torch') or 'missing'} "
+        f"(Python {platform.python_version()}; {packages})"
     )
 
 

@@ -77,19 +77,22 @@ def check_python() -> Result:
     return Result(True, detail)
 
 
+def installed_version(name: str) -> str | None:
+    """The installed version of the distribution ``name`` (from its metadata, nothing
+    imported), or None where it is not installed."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def check_packages() -> Result:
-    versions: dict[str, str | None] = {}
-    for name in KEY_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
+    versions = {name: installed_version(name) for name in KEY_PACKAGES}
     detail = ", ".join(f"{n} {v or 'MISSING'}" for n, v in versions.items())
     missing = [n for n, v in versions.items() if v is None]
     if missing:
         return Result(False, detail, f"missing {', '.join(missing)}: {SETUP_FIX}")
-    try:
-        metadata.version("pygame")
+    if installed_version("pygame") is not None:
         return Result(
             False,
             detail + "; the `pygame` package is installed beside pygame-ce",
@@ -97,8 +100,6 @@ def check_packages() -> Result:
             "`.venv/bin/python -m pip uninstall -y pygame && .venv/bin/python -m pip install "
             "--force-reinstall -c constraints.txt pygame-ce`",
         )
-    except metadata.PackageNotFoundError:
-        pass
     constraints = _constraints_file()
     if constraints is not None:
         pins = _pins(constraints)
