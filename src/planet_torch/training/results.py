@@ -35,7 +35,7 @@ from planet_torch.published import DMC_TASKS, SOURCE, published, task_order, tas
 from planet_torch.training.collect import episode_seed, run_episode
 from planet_torch.training.logging import read_metrics
 from planet_torch.training.plot import Curve, Score, draw_curves
-from planet_torch.training.run_dir import RunDir, expand_sweeps, flatten, sweep_trials
+from planet_torch.training.run_dir import RunDir, expand_sweeps, flatten
 
 RUN_FIELDS = (
     "task",
@@ -154,9 +154,8 @@ def scored_runs(paths: Iterable[Path]) -> list[Path]:
     scored (the others are said and skipped); any other path is taken as a run folder."""
     runs: list[Path] = []
     for path in paths:
-        in_sweep = sweep_trials(path) is not None
         for run in expand_sweeps([path]):
-            if in_sweep and RunDir(run).scores() is None:
+            if run != path and RunDir(run).scores() is None:  # a trial of the sweep ``path``
                 print(f"skip {run.name}: not scored yet (an unfinished trial)")
             else:
                 runs.append(run)
