@@ -31,6 +31,7 @@ from planet_torch.training.checkpoint import load_checkpoint
 from planet_torch.training.logging import read_metrics
 from planet_torch.training.loop import Trainer
 from planet_torch.training.results import run_rows
+from planet_torch.training.run_dir import RunDir
 
 TRAIN = [
     "train",
@@ -225,6 +226,19 @@ def test_eval_and_plot_on_a_run(reference, tmp_path):
     # a misspelt --metric names the close logged ones (it had said "train first")
     typo = planet_here("plot", str(reference), "--metric", "test/retrun", "-o", str(out))
     assert_one_line_error(typo, "no 'test/retrun' values", "did you mean test/return")
+    # mid-run, before the first test phase: when it comes, not other metrics to try
+    early = tmp_path / "early"
+    early.mkdir()
+    shutil.copy(reference / "config.json", early)
+    metrics = (reference / "metrics.jsonl").read_text().splitlines()
+    before = [r for r in map(json.loads, metrics) if not any(k.startswith("test/") for k in r)]
+    before = [r for r in before if r["updates"] < 12]
+    (early / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in before))
+    every, done = RunDir(early).load_config().updates_per_test_phase, before[-1]["updates"]
+    result = planet_here("plot", str(early), "-o", str(out))
+    assert_one_line_error(
+        result, "no test phase has ended yet", f"at update {every} of {early}, {done} done"
+    )
 
 
 def test_eval_with_workers_plans_for_all_envs_at_once(reference):

@@ -71,8 +71,9 @@ def curves_from_runs(run_dirs: list[Path], metric: str = "test/return") -> list[
 
 
 def _metric_hint(run_dirs: list[Path], metric: str) -> str:
-    """What to do when no run logged ``metric``: the names they did log (close ones first),
-    or, where they logged nothing yet, to train first."""
+    """What to do when no run logged ``metric``: the names they did log (close ones first);
+    where they logged nothing yet, to train first; for a test metric before the first test
+    phase, when that comes."""
     logged = sorted(
         {
             key
@@ -85,10 +86,23 @@ def _metric_hint(run_dirs: list[Path], metric: str) -> str:
     )
     if not logged:
         return "train first"
+    if metric.startswith("test/") and not any(k.startswith("test/") for k in logged):
+        return _first_test_phase(run_dirs)
     close = difflib.get_close_matches(metric, logged, n=3)
     if close:
         return f"did you mean {', '.join(close)}?"
     return f"--metric takes one of the logged scalars: {', '.join(logged)}"
+
+
+def _first_test_phase(run_dirs: list[Path]) -> str:
+    """Where runs have trained but not yet tested: when their first test phase comes."""
+    parts = []
+    for run_dir in run_dirs:
+        run = RunDir(run_dir)
+        done = max((int(r.get("updates", 0)) for r in read_metrics(run.metrics_path)), default=0)
+        every = run.load_config().updates_per_test_phase
+        parts.append(f"at update {every} of {run_dir}, {done} done")
+    return f"no test phase has ended yet (the first ends {'; '.join(parts)}): plot again then"
 
 
 def scores_from_runs(run_dirs: list[Path]) -> list[Score]:
