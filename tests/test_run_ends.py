@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from run_helpers import (
+    assert_one_line_error,
     assert_same_episodes,
     assert_same_run,
     kill_once_written,
@@ -78,6 +79,12 @@ def test_dry_run_plans_what_the_run_did(budget_run, tmp_path):
     )
     frames = sum(np.load(p)["image"].nbytes for p in run.glob("t*_episodes/*.npz")) / 2**20
     assert f"episodes held in RAM at the end: {7 + tests} ≈ {frames:.1f} MiB" in text
+    assert "env: built and checked, then closed: 1 action dimension, 64×64 frames" in text
+    # the env is built: a task the run would refuse, the dry run refuses, writing nothing
+    typo = [*BUDGET[:4], "dmc:cartpole-swing", *BUDGET[5:]]
+    plan = planet_here(*typo, "--run-dir", str(tmp_path / "typo"), "--dry-run")
+    assert_one_line_error(plan, "no cartpole/swing", "did you mean dmc:cartpole-swingup")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_env_step_budget_run_killed_then_resumed_reaches_the_same_end(budget_run, tmp_path):

@@ -74,8 +74,14 @@ def _train_then_score(trainer: BaseTrainer) -> dict[str, Any]:
 def describe_plan(cfg: Config, run_dir: Path) -> str:
     """``planet train --dry-run``: what the run would do, in each unit a "step" may mean (updates,
     episodes, env steps, policy steps), and the episodes it would hold in RAM; nothing is run or
-    written. The time it takes is measured by a real run's cost line."""
+    written. The env is built once and closed, so the task is checked as the run will check it
+    (it exists, has continuous actions, renders). The time it takes is measured by a real
+    run's cost line."""
+    from planet_torch.envs import make_env
+
     cfg = cfg.validate()
+    with make_env(cfg, seed=cfg.seed) as env:
+        actions = env.action_size
     plan = trainer_class(cfg).plan(cfg)
     s, repeat = cfg.schedule, cfg.action_repeat
     train = s.seed_episodes + plan.train_episodes
@@ -92,7 +98,9 @@ def describe_plan(cfg: Config, run_dir: Path) -> str:
     )
     return "\n".join(
         [
-            f"plan of {run_dir} ({cfg.task}, {cfg.variant}, seed {cfg.seed}); nothing run or written:",
+            f"plan of {run_dir} ({cfg.task}, {cfg.variant}, seed {cfg.seed}); nothing trained or written:",
+            f"  env: built and checked, then closed: {actions} action "
+            f"dimension{'s' if actions != 1 else ''}, {cfg.env.image_size}×{cfg.env.image_size} frames",
             f"  {plan.updates:,} updates of {batch}{budget}",
             f"  episodes of {cfg.episode_env_steps:,} env steps = {cfg.episode_policy_steps} policy "
             f"steps (decisions) at action repeat {repeat}:",
