@@ -12,8 +12,9 @@ from run_helpers import assert_one_line_error, planet_here
 
 from planet_torch import cli
 from planet_torch.config import CPU, DEBUG, override
-from planet_torch.published import published
+from planet_torch.published import DMC_TASKS, published
 from planet_torch.training import plot as plot_module
+from planet_torch.training import results as results_module
 from planet_torch.training.plot import plot_runs, variant_colors
 from planet_torch.training.results import (
     RUN_FIELDS,
@@ -164,6 +165,35 @@ def test_table_lists_every_task_with_published_rows():
     shared_dreamer = results_table(runs + [r | {"quiet": "no"} for r in dreamer], [])
     assert "| 310 | 1 | shared CPU |" in shared_dreamer
     assert next(x for x in side if x.startswith("| cup-catch |")).endswith("| not run yet | 0 |  |")
+
+
+def test_table_and_figure_of_other_tasks(monkeypatch, tmp_path):
+    """A run of another task (``gym:Pendulum-v1``, scored at 10k env steps) gets its own row,
+    after the six DMC-100k rows where those are being run, alone where nothing else is."""
+    pend = {"task": "gym:Pendulum-v1", "variant": "planet", "seed": 0, "score": -909.0}
+    pend |= {"updates": 4500, "env_steps": "10000", "train_minutes": 85, "eval_minutes": 2}
+    pend |= {"quiet": "yes"}
+    alone = results_table([pend], [{"task": "gym:Pendulum-v1", "score": -1381.0}]).splitlines()
+    assert alone[0].startswith("| task | score (ours) | seeds |") and len(alone) == 3
+    assert (
+        alone[2] == "| gym:Pendulum-v1 | -909 at 10,000 env steps | 1 | -1381 |  |  | 87 | 4500 |"
+    )
+    walker = pend | {"task": "walker-walk", "score": 200.0, "env_steps": "100000"}
+    mixed = results_table([walker, pend], []).splitlines()
+    assert mixed[0].startswith("| task | score at 100k (ours, cpu preset) |") and len(mixed) == 9
+    assert mixed[-1].startswith("| gym:Pendulum-v1 | -909 at 10,000 env steps | 1 |")
+    assert "| walker-walk | 200 | 1 |  | 224 | 277 | 87 | 4500 |" in mixed
+    panels: list[list[str]] = []
+    monkeypatch.setattr(
+        results_module, "draw_curves", lambda *a, tasks, **k: panels.append(tasks) or tmp_path
+    )
+    curve = {"variant": "planet", "seed": 0, "env_steps": 10000, "updates": 4500}
+    curve |= {"wall_minutes": 80, "test_return": -800}
+    for rows in ([pend], [walker, pend]):
+        curves = [curve | {"task": r["task"]} for r in rows]
+        results_module.results_figure(curves, rows, [], tmp_path / "f.png")
+    assert panels[0] == ["gym:Pendulum-v1"]
+    assert panels[1] == [*DMC_TASKS, "gym:Pendulum-v1"]
 
 
 def test_demo_figure_draws_random_level_and_reference(runs):

@@ -310,32 +310,51 @@ def results_table(
     """Markdown: per task, the score over seeds (mean ± sample std) beside the random policy
     and the published 100k rows; updates and wall-clock per run (the range over the quiet runs;
     "shared CPU" where every run of the task shared the machine). Once Dreamer runs exist
-    (``--algo dreamer``, variant ``dreamer``), their score over seeds and minutes too."""
+    (``--algo dreamer``, variant ``dreamer``), their score over seeds and minutes too.
+
+    The six DMC-100k tasks have a row, run or not, once runs of any of them are in; a run of
+    another task (``gym:Pendulum-v1``) adds its own, after them, with the env steps its score
+    was taken at where they are not 100 000 (and no published rows). A CSV of other tasks
+    only (``--csv``) lists just those."""
     dreamer = [r for r in runs if r["variant"] == "dreamer"]
     extra = " | Dreamer (ours) | seeds | Dreamer minutes" if dreamer else ""
+    ran = {r["task"] for r in runs if r["variant"] in (variant, "dreamer")}
+    benchmark = not ran or bool(ran & set(DMC_TASKS))
+    ours = "score at 100k (ours, cpu preset)" if benchmark else "score (ours)"
     lines = [
-        "| task | score at 100k (ours, cpu preset) | seeds | random policy "
+        f"| task | {ours} | seeds | random policy "
         f"| PlaNet 100k | Dreamer 100k | minutes per run | updates{extra} |",
         "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if dreamer else ""),
     ]
     randoms = {r["task"]: float(r["score"]) for r in random}
-    for task in DMC_TASKS:
+    for task in task_order({*DMC_TASKS, *ran} if benchmark else ran):
         mine = [r for r in runs if r["task"] == task and r["variant"] == variant]
-        refs = {m: v for m, steps, v in published(task, 100_000)}
+        refs = {m: f"{v:g}" for m, steps, v in published(task, 100_000)}
         score = mean_std([float(r["score"]) for r in mine]) if mine else "not run yet"
         updates = ", ".join(sorted({str(r["updates"]) for r in mine}))
         rnd = f"{randoms[task]:.0f}" if task in randoms else ""
         row = (
-            f"| {task} | {score} | {len(mine)} | {rnd} | {refs.get('PlaNet', float('nan')):g} "
-            f"| {refs.get('Dreamer', float('nan')):g} | {minutes_span(mine)} | {updates} |"
+            f"| {task} | {score}{_other_budget(mine)} | {len(mine)} | {rnd} "
+            f"| {refs.get('PlaNet', '')} | {refs.get('Dreamer', '')} | {minutes_span(mine)} "
+            f"| {updates} |"
         )
         if dreamer:
             theirs_rows = [r for r in dreamer if r["task"] == task]
             theirs = [float(r["score"]) for r in theirs_rows]
-            row += f" {mean_std(theirs) if theirs else 'not run yet'} | {len(theirs)} |"
+            theirs_score = (
+                mean_std(theirs) + _other_budget(theirs_rows) if theirs else "not run yet"
+            )
+            row += f" {theirs_score} | {len(theirs)} |"
             row += f" {minutes_span(theirs_rows)} |"
         lines.append(row)
     return "\n".join(lines) + "\n"
+
+
+def _other_budget(rows: list[dict[str, Any]]) -> str:
+    """ " at 10,000 env steps" where runs were scored at a budget other than the table's 100k."""
+    steps = sorted({int(float(r["env_steps"])) for r in rows if r.get("env_steps", "") != ""})
+    other = [f"{n:,}" for n in steps if n != 100_000]
+    return f" at {', '.join(other)} env steps" if other else ""
 
 
 def results_figure(
@@ -345,7 +364,8 @@ def results_figure(
     output: Path,
 ) -> Path:
     """The 2 × 3 grid: test return vs env steps per task (mean, min..max over seeds), the final
-    scores, the random policy and the published 100k (and 500k) points."""
+    scores, the random policy and the published 100k (and 500k) points; a panel more for each
+    other task run, or, where no DMC-100k task is among the curves, only their tasks'."""
     grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in curve_rows:
         grouped.setdefault((r["task"], r["variant"], int(r["seed"])), []).append(r)
@@ -364,6 +384,8 @@ def results_figure(
         for r in runs
     ]
     levels = {r["task"]: float(r["score"]) for r in random}
+    ran = {c.task for c in curves}
+    benchmark = not ran or bool(ran & set(DMC_TASKS))  # then all six panels, run or not
     return draw_curves(
         curves,
         output,
@@ -371,8 +393,10 @@ def results_figure(
         random_levels=levels,
         random_label="random policy, 10 episodes",
         scores=scores,
-        title=f"DMC-100k, planet-torch cpu preset (published points: {SOURCE})",
-        tasks=task_order({*DMC_TASKS, *(c.task for c in curves)}),  # all six, run or not
+        title=f"DMC-100k, planet-torch cpu preset (published points: {SOURCE})"
+        if benchmark
+        else "planet-torch runs",
+        tasks=task_order({*DMC_TASKS, *ran} if benchmark else ran),
     )
 
 
