@@ -178,3 +178,35 @@ def test_a_retried_trial_resumes_its_checkpoint(tmp_path: Path, monkeypatch) -> 
     machines = json.loads((retried / "machines.json").read_text())
     assert [m["from_updates"] for m in machines] == [0, 6]  # resumed at the checkpoint of 6
     assert_same_run(whole, retried)
+
+
+def test_dry_run_lists_trials_checks_envs_and_writes_nothing(tmp_path: Path) -> None:
+    """``planet sweep --dry-run``: every trial's updates and env steps and what a run would do
+    with it (run, resume, skip), each task's env built once; no folder, no Ray."""
+    from planet_torch.sweep import Sweep, SweepOptions
+    from planet_torch.training.loop import Trainer
+    from planet_torch.training.runs import train_env_steps
+
+    sweep_dir = tmp_path / "sweep"
+    trials = plan_trials(DEBUG, "cartpole-balance,test-reach", "0-1", "planet")
+    runner = Sweep(sweep_dir, trials, SweepOptions())
+    done, started = trials[1], trials[2]
+    (sweep_dir / "trials").mkdir(parents=True)
+    record = {"status": "done", "config": done.config.to_dict()}
+    runner.outcome_path(done).write_text(json.dumps(record))
+    RunDir(runner.run_dir(started)).prepare(started.config)  # a run that was stopped
+    text = runner.describe()
+    cfg = trials[0].config
+    updates = Trainer.plan(cfg).updates
+    assert f"{trials[0].name}: {updates} updates, {train_env_steps(cfg)} train env steps" in text
+    statuses = re.findall(r" -- (.+)", text)
+    assert statuses == ["runs", "finished: skipped", "resumes from its checkpoint", "runs"]
+    assert f"envs built and checked: cartpole-balance, test-reach; {3 * updates} updates" in text
+    assert sorted(p.name for p in (sweep_dir / "trials").iterdir()) == sorted(
+        [f"{done.name}.json", started.name]
+    )  # nothing more written
+    typo = planet(
+        "sweep", "--tasks", "dmc:cartpole-swing", "--sweep-dir", str(tmp_path / "t"), "--dry-run"
+    )
+    assert typo.returncode == 2 and "did you mean dmc:cartpole-swingup" in typo.stderr
+    assert not (tmp_path / "t").exists()

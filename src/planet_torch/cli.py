@@ -418,6 +418,9 @@ class Sweep:
     """GPUs Ray reserves for each trial (fractions share one GPU)."""
     retries: int = 1
     """Times a failed trial is started again (resuming its checkpoint) before it is reported."""
+    dry_run: bool = False
+    """List the trials, their updates and env steps and which would run, resume or be skipped,
+    with every task's env built once to check it; start nothing, write nothing."""
 
     def run(self) -> int:
         from planet_torch.fileio import writable_folder
@@ -439,6 +442,9 @@ class Sweep:
             self.address, self.cpus_per_trial, self.gpus_per_trial, self.retries, self.num_cpus
         )
         runner = SweepRunner(sweep_dir, trials, options)  # checks the options, writes nothing
+        if self.dry_run:
+            print(runner.describe())
+            return 0
         writable_folder(sweep_dir, "--sweep-dir")
         write_sweep_record(
             sweep_dir, sweep_record(self.tasks, self.seeds, self.variants, self.config)

@@ -321,6 +321,40 @@ class Sweep:
             return outcome
         return None
 
+    def describe(self) -> str:
+        """``planet sweep --dry-run``: each trial's plan (updates, train env steps) and what a
+        run of the sweep would do with it (run, resume its checkpoint, or skip it, finished);
+        every task's env built once, as its trials would; nothing trained or written."""
+        from planet_torch.training.run_dir import RunDir
+        from planet_torch.training.runs import checked_action_size, train_env_steps, trainer_class
+
+        lines = [
+            f"plan of sweep {self.dir}: {len(self.trials)} trials; nothing trained or written:"
+        ]
+        checked: set[str] = set()
+        todo_updates = 0
+        for trial in self.trials:
+            cfg = trial.config.validate()
+            if trial.task not in checked:
+                checked_action_size(cfg)
+                checked.add(trial.task)
+            updates = trainer_class(cfg).plan(cfg).updates
+            if self._finished_before(trial) is not None:
+                status = "finished: skipped"
+            else:
+                resumes = RunDir(self.run_dir(trial)).exists()
+                status = "resumes from its checkpoint" if resumes else "runs"
+                todo_updates += updates
+            lines.append(
+                f"  {trial.name}: {updates:,} updates, {train_env_steps(cfg):,} train env steps"
+                f" -- {status}"
+            )
+        lines.append(
+            f"  envs built and checked: {', '.join(sorted(checked))}; {todo_updates:,} updates "
+            "to run in all (a trial's time: the cost line in its log)"
+        )
+        return "\n".join(lines)
+
     def _record(self, trial: Trial, status: str, attempts: int, **extra: Any) -> None:
         outcome = {
             "trial": trial.name,

@@ -71,17 +71,29 @@ def _train_then_score(trainer: BaseTrainer) -> dict[str, Any]:
     return summary
 
 
+def checked_action_size(cfg: Config) -> int:
+    """Build ``cfg``'s env once and close it: the task checked as a run checks it (it exists,
+    has continuous actions, renders), in seconds. Returns its action dimensions."""
+    from planet_torch.envs import make_env
+
+    with make_env(cfg, seed=cfg.seed) as env:
+        return env.action_size
+
+
+def train_env_steps(cfg: Config) -> int:
+    """Env steps of the train episodes (seed and agent's) a run of ``cfg`` collects."""
+    plan = trainer_class(cfg).plan(cfg)
+    return (cfg.schedule.seed_episodes + plan.train_episodes) * cfg.episode_env_steps
+
+
 def describe_plan(cfg: Config, run_dir: Path) -> str:
     """``planet train --dry-run``: what the run would do, in each unit a "step" may mean (updates,
     episodes, env steps, policy steps), and the episodes it would hold in RAM; nothing is run or
     written. The env is built once and closed, so the task is checked as the run will check it
     (it exists, has continuous actions, renders). The time it takes is measured by a real
     run's cost line."""
-    from planet_torch.envs import make_env
-
     cfg = cfg.validate()
-    with make_env(cfg, seed=cfg.seed) as env:
-        actions = env.action_size
+    actions = checked_action_size(cfg)
     plan = trainer_class(cfg).plan(cfg)
     s, repeat = cfg.schedule, cfg.action_repeat
     train = s.seed_episodes + plan.train_episodes
@@ -105,7 +117,7 @@ def describe_plan(cfg: Config, run_dir: Path) -> str:
             f"  episodes of {cfg.episode_env_steps:,} env steps = {cfg.episode_policy_steps} policy "
             f"steps (decisions) at action repeat {repeat}:",
             f"    train: {s.seed_episodes} random + {plan.train_episodes} by the agent = "
-            f"{train * cfg.episode_env_steps:,} env steps",
+            f"{train_env_steps(cfg):,} env steps",
             f"    test:  {s.test_seed_episodes} random + {plan.test_episodes} noise-free in "
             f"test phases; final eval: {plan.eval_episodes} (the score)",
             f"  episodes held in RAM at the end: {train + test} ≈ {size_text(held)} (their frames)",
