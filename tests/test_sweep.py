@@ -205,8 +205,8 @@ def test_dry_run_lists_trials_checks_envs_and_writes_nothing(tmp_path: Path) -> 
     assert sorted(p.name for p in (sweep_dir / "trials").iterdir()) == sorted(
         [f"{done.name}.json", started.name]
     )  # nothing more written
-    typo = planet(
-        "sweep", "--tasks", "dmc:cartpole-swing", "--sweep-dir", str(tmp_path / "t"), "--dry-run"
-    )
-    assert typo.returncode == 2 and "did you mean dmc:cartpole-swingup" in typo.stderr
-    assert not (tmp_path / "t").exists()
+    for dry in (["--dry-run"], []):  # a real sweep checks its tasks before it starts Ray
+        tasks = "cartpole-balance,dmc:cartpole-swing"
+        typo = planet("sweep", "--tasks", tasks, "--sweep-dir", str(tmp_path / "t"), *dry)
+        assert typo.returncode == 2 and "did you mean dmc:cartpole-swingup" in typo.stderr
+        assert not (tmp_path / "t").exists()

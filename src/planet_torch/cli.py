@@ -445,6 +445,7 @@ class Sweep:
         if self.dry_run:
             print(runner.describe())
             return 0
+        runner.check_tasks()
         writable_folder(sweep_dir, "--sweep-dir")
         write_sweep_record(
             sweep_dir, sweep_record(self.tasks, self.seeds, self.variants, self.config)

@@ -321,23 +321,32 @@ class Sweep:
             return outcome
         return None
 
+    def check_tasks(self) -> list[str]:
+        """Build each task's env once and close it, as its trials would (a misspelt
+        ``dmc:``/``gym:`` name, discrete actions): before any trial starts, not in its log."""
+        from planet_torch.training.runs import checked_action_size
+
+        tasks: dict[str, Config] = {}
+        for trial in self.trials:
+            tasks.setdefault(trial.task, trial.config)
+        for cfg in tasks.values():
+            checked_action_size(cfg)
+        return list(tasks)
+
     def describe(self) -> str:
         """``planet sweep --dry-run``: each trial's plan (updates, train env steps) and what a
         run of the sweep would do with it (run, resume its checkpoint, or skip it, finished);
         every task's env built once, as its trials would; nothing trained or written."""
         from planet_torch.training.run_dir import RunDir
-        from planet_torch.training.runs import checked_action_size, train_env_steps, trainer_class
+        from planet_torch.training.runs import train_env_steps, trainer_class
 
+        checked = self.check_tasks()
         lines = [
             f"plan of sweep {self.dir}: {len(self.trials)} trials; nothing trained or written:"
         ]
-        checked: set[str] = set()
         todo_updates = 0
         for trial in self.trials:
             cfg = trial.config.validate()
-            if trial.task not in checked:
-                checked_action_size(cfg)
-                checked.add(trial.task)
             updates = trainer_class(cfg).plan(cfg).updates
             if self._finished_before(trial) is not None:
                 status = "finished: skipped"
@@ -350,7 +359,7 @@ class Sweep:
                 f" -- {status}"
             )
         lines.append(
-            f"  envs built and checked: {', '.join(sorted(checked))}; {todo_updates:,} updates "
+            f"  envs built and checked: {', '.join(checked)}; {todo_updates:,} updates "
             "to run in all (a trial's time: the cost line in its log)"
         )
         return "\n".join(lines)
