@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 import pytest
-from run_helpers import planet
+from run_helpers import assert_one_line_error, planet, planet_here
 
 from planet_torch.config import DEBUG, override
 from planet_torch.errors import UserError
@@ -207,6 +207,6 @@ def test_dry_run_lists_trials_checks_envs_and_writes_nothing(tmp_path: Path) -> 
     )  # nothing more written
     for dry in (["--dry-run"], []):  # a real sweep checks its tasks before it starts Ray
         tasks = "cartpole-balance,dmc:cartpole-swing"
-        typo = planet("sweep", "--tasks", tasks, "--sweep-dir", str(tmp_path / "t"), *dry)
-        assert typo.returncode == 2 and "did you mean dmc:cartpole-swingup" in typo.stderr
+        typo = planet_here("sweep", "--tasks", tasks, "--sweep-dir", str(tmp_path / "t"), *dry)
+        assert_one_line_error(typo, "did you mean dmc:cartpole-swingup")
         assert not (tmp_path / "t").exists()
