@@ -192,7 +192,9 @@ def test_dry_run_lists_trials_checks_envs_and_writes_nothing(tmp_path: Path) -> 
     runner = Sweep(sweep_dir, trials, SweepOptions())
     done, started = trials[1], trials[2]
     (sweep_dir / "trials").mkdir(parents=True)
-    record = {"status": "done", "config": done.config.to_dict()}
+    recorded = done.config.to_dict()
+    del recorded["schedule"]["checkpoint_every_minutes"]  # recorded before the field existed
+    record = {"status": "done", "config": recorded}
     runner.outcome_path(done).write_text(json.dumps(record))
     RunDir(runner.run_dir(started)).prepare(started.config)  # a run that was stopped
     text = runner.describe()

@@ -148,7 +148,7 @@ class Train:
 
         run_dir = self.run_dir or default_run_dir(self.config, self.preset)
         if self.dry_run:
-            print(describe_plan(self.config, run_dir))
+            print(describe_plan(self.config, run_dir, resume=self.resume))
             return 0
         if self.resume and self.run_dir is None and not RunDir(run_dir).exists():
             _no_default_run_to_resume(run_dir)

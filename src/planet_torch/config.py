@@ -350,6 +350,12 @@ class ScheduleConfig:
     original's max_steps 5e7 sequences ≈ 1M updates is never reached in practice)."""
     max_hours: float | None = None
     """Stop (with a checkpoint) after this much wall-clock time; None = no limit."""
+    checkpoint_every_minutes: float = 10.0
+    """Besides the checkpoint of every test phase (and of Ctrl-C, SIGTERM, a closed SSH
+    session), one after a collected train episode once this many minutes have passed since
+    the last: a kill -9, an out-of-memory kill or a power cut loses at most about this much
+    work (a paper-size test phase is 1 000 updates apart: hours on a CPU). 0 = after every
+    train episode. Where checkpoints fall never changes what a run computes (tested)."""
     max_env_steps: int | None = None
     """Env-step budget: stop once train_episodes/ hold this many env steps (simulator steps,
     each policy step counted as action_repeat; seed episodes included, as the papers count them:
@@ -566,6 +572,7 @@ BOUNDS: dict[str, dict[str, Bound]] = {
         "test_episodes": AT_LEAST_1,
         "total_updates": AT_LEAST_0,
         "max_hours": Bound(0, low_open=True, inf_ok=True),
+        "checkpoint_every_minutes": AT_LEAST_0,
         "max_env_steps": AT_LEAST_1,
         "final_eval_episodes": AT_LEAST_0,
     },

@@ -317,7 +317,7 @@ class Sweep:
             outcome: dict[str, Any] = json.loads(path.read_text())
         except json.JSONDecodeError:
             return None
-        if outcome.get("status") == "done" and outcome.get("config") == trial.config.to_dict():
+        if outcome.get("status") == "done" and _same_config(outcome.get("config"), trial.config):
             return outcome
         return None
 
@@ -484,6 +484,17 @@ class Sweep:
             summary["plot"] = str(plot_runs(plotted, self.dir / "summary.png"))
         summary["table"] = table
         return summary
+
+
+def _same_config(recorded: Any, cfg: Config) -> bool:
+    """Whether a trial record's config is ``cfg``, the fields it predates at their defaults (a
+    sweep recorded before a config field existed still counts its finished trials)."""
+    if not isinstance(recorded, dict):
+        return False
+    try:
+        return Config.from_dict(recorded).to_dict() == cfg.to_dict()
+    except (UserError, TypeError):  # a record of another version, or damaged
+        return False
 
 
 def _one_line_error(error: BaseException) -> str:

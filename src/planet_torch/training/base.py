@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -114,9 +114,16 @@ class Stoppable(Protocol):
 
 @contextmanager
 def stop_on_signals(run: Stoppable) -> Iterator[None]:
-    """SIGINT/SIGTERM set ``run.stop_requested``; a second one raises KeyboardInterrupt."""
+    """SIGINT/SIGTERM set ``run.stop_requested``; a second one raises KeyboardInterrupt.
+
+    SIGHUP too (the SSH session of a run started in its shell was closed), unless the run
+    was started to ignore it (``nohup``): the terminal is gone, so the run's output goes to
+    /dev/null from then on (a write to the dead terminal would fail before the checkpoint),
+    and the run stops at its next step with a checkpoint, as after Ctrl-C."""
 
     def handler(signum: int, frame: Any) -> None:
+        if signum == getattr(signal, "SIGHUP", None):
+            silence_output()
         if run.stop_requested:
             raise KeyboardInterrupt
         run.stop_requested = True
@@ -124,12 +131,25 @@ def stop_on_signals(run: Stoppable) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers can only be installed from the main thread (e.g. some Ray workers)
         return
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals = [signal.SIGINT, signal.SIGTERM]
+    hangup = getattr(signal, "SIGHUP", None)  # POSIX only
+    if hangup is not None and signal.getsignal(hangup) == signal.SIG_DFL:
+        signals.append(hangup)
+    previous = {s: signal.signal(s, handler) for s in signals}
     try:
         yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def silence_output() -> None:
+    """Point this process's stdout and stderr at /dev/null (their terminal has hung up)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(OSError, ValueError):  # not a real file (captured): no fd
+            os.dup2(devnull, stream.fileno())
+    os.close(devnull)
 
 
 @dataclass
@@ -203,6 +223,7 @@ class BaseTrainer(abc.ABC):
             raise
         self.progress = sys.stdout.isatty() if progress is None else progress
         self.stop_requested = False
+        self._last_save = time.monotonic()  # periodic checkpoints count from here
         self.train_store = EpisodeStore(EpisodeDir(self.run.train_episodes))
         self.test_store = EpisodeStore(EpisodeDir(self.run.test_episodes))
         seed_everything(cfg.seed)  # initial weights come from the global stream
@@ -460,6 +481,9 @@ class BaseTrainer(abc.ABC):
             env_steps=self.env_steps,
             updates=self.counters.updates,
         )
+        every_seconds = self.cfg.schedule.checkpoint_every_minutes * 60
+        if time.monotonic() - self._last_save >= every_seconds:
+            self.save()  # the state a Ctrl-C here would leave: a resume continues exactly
 
     def _test_phase(self) -> None:
         s, k = self.cfg.schedule, self.counters.tests_done
@@ -499,6 +523,7 @@ class BaseTrainer(abc.ABC):
     # ---- checkpoint, cost, progress, summary -------------------------------------------------
 
     def save(self) -> Path:
+        self._last_save = time.monotonic()
         self.counters.wall_seconds = self.logger.wall_seconds
         self.counters.metrics_records = self.logger.records
         state = {

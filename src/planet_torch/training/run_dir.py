@@ -38,6 +38,7 @@ RESUMABLE_CHANGES = frozenset(
         "env.workers",
         "schedule.total_updates",
         "schedule.max_hours",
+        "schedule.checkpoint_every_minutes",
         "schedule.max_env_steps",
         "schedule.final_eval_episodes",
     }

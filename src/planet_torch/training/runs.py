@@ -86,12 +86,12 @@ def train_env_steps(cfg: Config) -> int:
     return (cfg.schedule.seed_episodes + plan.train_episodes) * cfg.episode_env_steps
 
 
-def describe_plan(cfg: Config, run_dir: Path) -> str:
+def describe_plan(cfg: Config, run_dir: Path, resume: bool = False) -> str:
     """``planet train --dry-run``: what the run would do, in each unit a "step" may mean (updates,
     episodes, env steps, policy steps), and the episodes it would hold in RAM; nothing is run or
     written. The env is built once and closed, so the task is checked as the run will check it
     (it exists, has continuous actions, renders). The time it takes is measured by a real
-    run's cost line."""
+    run's cost line. ``resume``: also where the run's checkpoint would resume it."""
     cfg = cfg.validate()
     actions = checked_action_size(cfg)
     plan = trainer_class(cfg).plan(cfg)
@@ -121,8 +121,25 @@ def describe_plan(cfg: Config, run_dir: Path) -> str:
             f"    test:  {s.test_seed_episodes} random + {plan.test_episodes} noise-free in "
             f"test phases; final eval: {plan.eval_episodes} (the score)",
             f"  episodes held in RAM at the end: {train + test} ≈ {size_text(held)} (their frames)",
+            *([_resume_point(run_dir, plan.updates)] if resume else []),
             "  its time: the cost line a real run prints after its first updates",
         ]
+    )
+
+
+def _resume_point(run_dir: Path, updates: int) -> str:
+    """``--resume --dry-run``: how far the run's checkpoint got, and what is left."""
+    from planet_torch.training.checkpoint import load_checkpoint
+    from planet_torch.training.run_dir import CHECKPOINT_NAME, RunDir
+
+    path = RunDir(run_dir).checkpoints / CHECKPOINT_NAME
+    if not path.exists():
+        return "  resumes from the start: no checkpoint yet"
+    c = load_checkpoint(path)["counters"]
+    return (
+        f"  resumes at update {c['updates']:,} from its checkpoint ({c['train_collected']} "
+        f"train episodes collected, {c['tests_done']} test phases done): "
+        f"{max(0, updates - c['updates']):,} updates left"
     )
 
 
