@@ -255,7 +255,9 @@ class LossConfig:
     """Latent overshooting up to this many steps ahead; 0 = off (original: off)."""
     overshooting_first_distance: int = 2
     """Shortest overshooting distance: 2 as the original at HEAD (distances 2..D; distance 1 is
-    the ordinary KL term); 1 counts the one-step KL once more, as the camera-ready code did
+    the ordinary KL term); 1 counts the one-step KL once more inside the overshooting mean, as
+    the paper's equation 7 writes it (d = 1..D). The camera-ready code (commit 0c6f7d3) rolled
+    out D + 1 steps and also used distances 2..D+1: ``overshooting_distance`` D + 1 here
     (docs/original.md)."""
     overshooting_kl_scale: float = 0.0
     """Weight of the overshooting KL terms (used when ``overshooting_distance`` > 0)."""
