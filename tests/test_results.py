@@ -232,6 +232,9 @@ def test_random_policy_row_and_command():
     assert reproduce_command(override(DEBUG, seed=3)) == (
         "planet train --task cartpole-balance --preset debug --seed 3"
     )
+    # when a run checkpoints changes nothing it computes: no flag for it either
+    often = override(DEBUG, seed=3, schedule={"checkpoint_every_minutes": 0.0})
+    assert reproduce_command(often).endswith("--seed 3")
     # another algorithm's section changes nothing in a run: no flag for it
     changed = {"dreamer": {"units": 7}, "planner": {"horizon": 7}}
     assert reproduce_command(override(DEBUG, **changed)).endswith("--planner.horizon 7")

@@ -72,14 +72,15 @@ RUN_KEY = ("task", "variant", "seed")
 
 def reproduce_command(cfg: Config) -> str:
     """The ``planet train`` command of ``cfg``: the preset it differs least from, plus flags
-    for every other difference (where it runs, ``device`` and ``env.workers``, left out)."""
+    for every other difference (where it runs, ``device`` and ``env.workers``, and when it
+    checkpoints, left out: they change nothing it computes)."""
     flat = flatten(cfg.to_dict())
     # sections another algorithm reads: their values change nothing in this run
     unused = {
         "planet": ("ddpg.", "dreamer."),
         "dreamer": ("ddpg.", "planner."),
         "ddpg": ("dreamer.",),
-    }[cfg.algo] + ("device", "env.workers")
+    }[cfg.algo] + ("device", "env.workers", "schedule.checkpoint_every_minutes")
     best: tuple[int, str, list[str]] | None = None
     for name, base in PRESETS.items():
         base_flat = flatten(override(base, task=cfg.task, seed=cfg.seed, algo=cfg.algo).to_dict())
