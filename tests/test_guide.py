@@ -1,5 +1,6 @@
 """What the docs name must exist: code as `src/...py:function` or `src/...py:Class.method`, and
-every flag of a `planet <command>` line in the README's and the docs' code blocks."""
+every flag of a `planet <command>` in the README and the docs (code blocks and inline), and
+every config flag their prose names."""
 
 from __future__ import annotations
 
