@@ -174,10 +174,11 @@ def test_table_and_figure_of_other_tasks(monkeypatch, tmp_path):
     pend |= {"updates": 4500, "env_steps": "10000", "train_minutes": 85, "eval_minutes": 2}
     pend |= {"quiet": "yes"}
     alone = results_table([pend], [{"task": "gym:Pendulum-v1", "score": -1381.0}]).splitlines()
-    assert alone[0].startswith("| task | score (ours) | seeds |") and len(alone) == 3
-    assert (
-        alone[2] == "| gym:Pendulum-v1 | -909 at 10,000 env steps | 1 | -1381 |  |  | 87 | 4500 |"
+    assert len(alone) == 3 and alone[0] == (
+        "| task | score (ours) | seeds | random policy | minutes per run | updates |"
     )
+    assert alone[1].count("|") == alone[0].count("|")
+    assert alone[2] == "| gym:Pendulum-v1 | -909 at 10,000 env steps | 1 | -1381 | 87 | 4500 |"
     walker = pend | {"task": "walker-walk", "score": 200.0, "env_steps": "100000"}
     mixed = results_table([walker, pend], []).splitlines()
     assert mixed[0].startswith("| task | score at 100k (ours, cpu preset) |") and len(mixed) == 9
