@@ -199,8 +199,9 @@ def test_dry_run_lists_trials_checks_envs_and_writes_nothing(tmp_path: Path) -> 
     RunDir(runner.run_dir(started)).prepare(started.config)  # a run that was stopped
     text = runner.describe()
     cfg = trials[0].config
-    updates = Trainer.plan(cfg).updates
-    assert f"{trials[0].name}: {updates} updates, {train_env_steps(cfg)} train env steps" in text
+    plan = Trainer.plan(cfg)
+    updates, env_steps = plan.updates, train_env_steps(cfg, plan)
+    assert f"{trials[0].name}: {updates} updates, {env_steps} train env steps" in text
     statuses = re.findall(r" -- (.+)", text)
     assert statuses == ["runs", "finished: skipped", "resumes from its checkpoint", "runs"]
     assert f"envs built and checked: cartpole-balance, test-reach; {3 * updates} updates" in text

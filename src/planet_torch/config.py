@@ -357,7 +357,8 @@ class ScheduleConfig:
     session), one after a collected train episode once this many minutes have passed since
     the last: a kill -9, an out-of-memory kill or a power cut loses at most about this much
     work, or one train episode's updates where those take longer (a paper-size test phase is
-    1 000 updates apart: hours on a CPU). 0 = after every train episode. Where checkpoints fall never changes what a run computes (tested)."""
+    1 000 updates apart: hours on a CPU). 0 = after every train episode. Where checkpoints
+    fall never changes what a run computes (tested)."""
     max_env_steps: int | None = None
     """Env-step budget: stop once train_episodes/ hold this many env steps (simulator steps,
     each policy step counted as action_repeat; seed episodes included, as the papers count them:

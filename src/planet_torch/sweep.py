@@ -347,7 +347,8 @@ class Sweep:
         todo_updates = 0
         for trial in self.trials:
             cfg = trial.config.validate()
-            updates = trainer_class(cfg).plan(cfg).updates
+            plan = trainer_class(cfg).plan(cfg)
+            updates = plan.updates
             if self._finished_before(trial) is not None:
                 status = "finished: skipped"
             else:
@@ -355,7 +356,7 @@ class Sweep:
                 status = "resumes from its checkpoint" if resumes else "runs"
                 todo_updates += updates
             lines.append(
-                f"  {trial.name}: {updates:,} updates, {train_env_steps(cfg):,} train env steps"
+                f"  {trial.name}: {updates:,} updates, {train_env_steps(cfg, plan):,} train env steps"
                 f" -- {status}"
             )
         lines.append(

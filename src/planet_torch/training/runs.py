@@ -18,7 +18,7 @@ from typing import Any
 from planet_torch.config import Config, override, preset
 from planet_torch.errors import UserError
 from planet_torch.published import published
-from planet_torch.training.base import BaseTrainer, Rates, projected_seconds, size_text
+from planet_torch.training.base import BaseTrainer, Plan, Rates, projected_seconds, size_text
 from planet_torch.training.evaluate import evaluate
 
 
@@ -80,9 +80,9 @@ def checked_action_size(cfg: Config) -> int:
         return env.action_size
 
 
-def train_env_steps(cfg: Config) -> int:
-    """Env steps of the train episodes (seed and agent's) a run of ``cfg`` collects."""
-    plan = trainer_class(cfg).plan(cfg)
+def train_env_steps(cfg: Config, plan: Plan) -> int:
+    """Env steps of the train episodes (seed and agent's) a run of ``cfg`` with ``plan``
+    (its trainer's :meth:`~BaseTrainer.plan`) collects."""
     return (cfg.schedule.seed_episodes + plan.train_episodes) * cfg.episode_env_steps
 
 
@@ -117,7 +117,7 @@ def describe_plan(cfg: Config, run_dir: Path, resume: bool = False) -> str:
             f"  episodes of {cfg.episode_env_steps:,} env steps = {cfg.episode_policy_steps} policy "
             f"steps (decisions) at action repeat {repeat}:",
             f"    train: {s.seed_episodes} random + {plan.train_episodes} by the agent = "
-            f"{train_env_steps(cfg):,} env steps",
+            f"{train_env_steps(cfg, plan):,} env steps",
             f"    test:  {s.test_seed_episodes} random + {plan.test_episodes} noise-free in "
             f"test phases; final eval: {plan.eval_episodes} (the score)",
             f"  episodes held in RAM at the end: {train + test} ≈ {size_text(held)} (their frames)",
